@@ -1,0 +1,262 @@
+"""Benchmark: time to the top Hessian eigenvalue (sharpness) at relative residual 1e-3.
+
+What it shows: on one model and data set, in one process, the wall time and the number of
+Hessian-vector products (HVPs) that five methods need to compute
+:math:`\\lambda_{\\max}(\\nabla^2 L)` of the full-batch training loss to relative residual
+:math:`\\|Hv-\\lambda v\\|/|\\lambda| \\le 10^{-3}`, and that they agree to 0.1%:
+
+(a) ``eosbench cold``  -- :func:`eosbench.curvature.top_eigenpairs` from a random start;
+(b) ``eosbench warm``  -- the same, started from the top eigenvector of the previous GD step;
+(c) ``cohen-style``    -- Cohen et al. (2021)'s recipe: double-backward HVP
+    (``torch.autograd.grad(create_graph=True)`` rebuilt for every product and chunk), scipy
+    ``eigsh(which='LM')`` (their default) behind a ``LinearOperator`` with numpy round trips;
+(d) ``pyhessian``      -- PyHessian's power iteration (``hessian.eigenvalues``), whose ``tol``
+    bounds the relative change of the eigenvalue between iterations; the script calibrates it
+    (untimed) to the largest of 1e-4, 1e-5, 1e-6, 1e-7 whose eigenvector reaches residual 1e-3;
+(e) ``curvlinops``     -- ``curvlinops.HessianLinearOperator(...).to_scipy()`` + scipy
+    ``eigsh(which='LA')`` (``check_deterministic=False``, so no checking products are timed).
+
+The parameters are trained first (``--train-steps`` of full-batch GD, step ``--lr``) so the
+sharpness is not that of the initialization; one more GD step follows, and every method is
+timed at the parameters after that step; (b) starts from the eigenvector at the step before.
+Residuals are evaluated afterwards (untimed) with one extra HVP.  Seconds are the median of
+``--repeats`` runs; products are counted inside each method.
+
+Hardware and time: a shared 2-core x86 CPU (torch 2.13 CPU), about 2 minutes for the default
+configuration.  Results in ``benchmarks/README.md``.
+
+Command::
+
+    python benchmarks/bench_sharpness.py --device cpu --n 1000 --model fc-tanh
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import LinearOperator, eigsh
+from sklearn.datasets import load_digits
+from torch import Tensor, nn
+from torch.nn.utils import parameters_to_vector
+
+from eosbench.curvature import LossOperator, top_eigenpairs
+from eosbench.models import build_model
+from eosbench.task import ModelSpec
+
+N_CLASSES = 10
+
+
+def mse(out: Tensor, target: Tensor) -> Tensor:
+    """Cohen et al.'s square loss: 0.5 * squared error summed over classes, mean over examples."""
+    return 0.5 * ((out - target) ** 2).sum(1).mean()
+
+
+def digits(n: int, image: bool, device: str) -> tuple[Tensor, Tensor]:
+    """First ``n`` scikit-learn digits, standardized per pixel over them; one-hot targets."""
+    d = load_digits()
+    x = torch.tensor(d.data[:n], dtype=torch.float32)
+    x = (x - x.mean(0)) / x.std(0).clamp_min(1e-8)
+    y = nn.functional.one_hot(torch.tensor(d.target[:n]), N_CLASSES).float()
+    if image:
+        x = x.view(n, 1, 8, 8)
+    return x.to(device), y.to(device)
+
+
+def gd_step(model: nn.Module, x: Tensor, y: Tensor, lr: float) -> float:
+    model.zero_grad()
+    loss = mse(model(x), y)
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= lr * p.grad
+    return float(loss)
+
+
+# -- (c) Cohen et al.-style reference ---------------------------------------------------------
+
+def cohen_style(model: nn.Module, x: Tensor, y: Tensor, chunk: int, tol: float
+                ) -> tuple[float, np.ndarray, int]:
+    """Double-backward HVP rebuilt per product and chunk; scipy eigsh(which='LM')."""
+    params = list(model.parameters())
+    dim = sum(p.numel() for p in params)
+    n = len(x)
+    count = [0]
+
+    def hvp(v: Tensor) -> Tensor:
+        out = torch.zeros(dim, device=x.device)
+        for i in range(0, n, chunk):
+            loss = 0.5 * ((model(x[i:i + chunk]) - y[i:i + chunk]) ** 2).sum() / n
+            grads = torch.autograd.grad(loss, params, create_graph=True)
+            dot = parameters_to_vector(grads).mul(v).sum()
+            out += parameters_to_vector(torch.autograd.grad(dot, params, retain_graph=True))
+        return out
+
+    def matvec(vec: np.ndarray) -> np.ndarray:
+        count[0] += 1
+        v = torch.tensor(vec.ravel(), dtype=torch.float32, device=x.device)
+        return hvp(v).cpu().numpy()
+
+    operator = LinearOperator((dim, dim), matvec=matvec, dtype=np.float32)
+    evals, evecs = eigsh(operator, k=1, which="LM", tol=tol)
+    return float(evals[0]), evecs[:, 0], count[0]
+
+
+# -- (d) PyHessian ----------------------------------------------------------------------------
+
+def pyhessian_top(model: nn.Module, x: Tensor, y: Tensor, tol: float, seed: int
+                  ) -> tuple[float, Tensor, int]:
+    ph = importlib.import_module("pyhessian.hessian")
+    count = [0]
+    original = ph.hessian_vector_product
+
+    def counted(*args):
+        count[0] += 1
+        return original(*args)
+
+    ph.hessian_vector_product = counted
+    try:
+        torch.manual_seed(seed)
+        h = ph.hessian(model, mse, data=(x, y), cuda=x.is_cuda)
+        evals, evecs = h.eigenvalues(maxIter=100_000, tol=tol, top_n=1)
+    finally:
+        ph.hessian_vector_product = original
+    model.zero_grad(set_to_none=True)
+    return float(evals[0]), torch.cat([t.reshape(-1) for t in evecs[0]]), count[0]
+
+
+# -- (e) curvlinops ---------------------------------------------------------------------------
+
+def curvlinops_top(model: nn.Module, x: Tensor, y: Tensor, chunk: int, tol: float
+                   ) -> tuple[float, np.ndarray, int]:
+    from curvlinops import HessianLinearOperator
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    data = [(x[i:i + chunk], y[i:i + chunk]) for i in range(0, len(x), chunk)]
+    # MSELoss(mean) averages over n * C entries: its Hessian is 2 / C times that of ``mse``
+    H = HessianLinearOperator(model, nn.MSELoss(reduction="mean"), params, data,
+                              check_deterministic=False).to_scipy()
+    count = [0]
+    scale = N_CLASSES / 2
+
+    def matvec(v: np.ndarray) -> np.ndarray:
+        count[0] += 1
+        return scale * H @ v
+
+    op = LinearOperator(H.shape, matvec=matvec, dtype=H.dtype)
+    evals, evecs = eigsh(op, k=1, which="LA", tol=tol)
+    return float(evals[0]), evecs[:, 0], count[0]
+
+
+# -- driver -----------------------------------------------------------------------------------
+
+def timed(fn: Callable[[], tuple], repeats: int) -> tuple[float, tuple]:
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--n", type=int, default=1000, help="training examples (first n digits)")
+    p.add_argument("--model", default="fc-tanh", choices=["fc-tanh", "cnn-relu"])
+    p.add_argument("--train-steps", type=int, default=300)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--tol", type=float, default=1e-3, help="relative residual target")
+    p.add_argument("--physical-batch-size", type=int, default=1000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip", nargs="*", default=[], help="methods to skip")
+    args = p.parse_args()
+
+    torch.manual_seed(args.seed)
+    image = args.model.startswith("cnn")
+    x, y = digits(args.n, image, args.device)
+    model = build_model(ModelSpec(name=args.model), tuple(x.shape[1:]), N_CLASSES)
+    model = model.to(args.device)
+    t0 = time.perf_counter()
+    for _ in range(args.train_steps):
+        loss = gd_step(model, x, y, args.lr)
+    print(f"# {args.model} on {args.n} digits, {args.train_steps} GD steps (lr={args.lr}) in "
+          f"{time.perf_counter() - t0:.1f}s, loss {loss:.4f}; device {args.device}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    chunk = args.physical_batch_size
+    gen = torch.Generator(device=args.device)
+
+    # eigenvector at the step before (untimed), then one more GD step
+    prev = top_eigenpairs(LossOperator(model, mse, x, y, physical_batch_size=chunk), 1,
+                          tol=args.tol, generator=gen.manual_seed(args.seed))
+    gd_step(model, x, y, args.lr)
+    model.zero_grad(set_to_none=True)
+    ref_op = LossOperator(model, mse, x, y, physical_batch_size=chunk)
+
+    def residual(lam: float, v) -> float:
+        v = torch.as_tensor(np.asarray(v), dtype=torch.float32, device=args.device).reshape(-1)
+        v = v / v.norm()
+        return float((ref_op.matvec(v) - lam * v).norm() / abs(lam))
+
+    def ours(init: Tensor | None) -> tuple[float, Tensor, int]:
+        op = LossOperator(model, mse, x, y, physical_batch_size=chunk)
+        r = top_eigenpairs(op, 1, tol=args.tol, init=init, generator=gen.manual_seed(args.seed))
+        return float(r.eigenvalues[0]), r.eigenvectors[:, 0], r.n_products
+
+    methods: dict[str, Callable[[], tuple]] = {
+        "eosbench cold": lambda: ours(None),
+        "eosbench warm": lambda: ours(prev.eigenvectors),
+        "cohen-style": lambda: cohen_style(model, x, y, chunk, args.tol),
+    }
+    notes = {"cohen-style": "eigsh which='LM', tol=%g" % args.tol,
+             "curvlinops": "eigsh which='LA', tol=%g" % args.tol}
+    if "pyhessian" not in args.skip:
+        ph_tol = None
+        for cand in (1e-4, 1e-5, 1e-6, 1e-7):  # calibration, untimed
+            lam, v, _ = pyhessian_top(model, x, y, cand, args.seed)
+            if residual(lam, v) <= args.tol:
+                ph_tol = cand
+                break
+        ph_tol = ph_tol or 1e-7
+        methods["pyhessian"] = lambda: pyhessian_top(model, x, y, ph_tol, args.seed)
+        notes["pyhessian"] = f"power iteration, tol={ph_tol:g} (calibrated)"
+    methods["curvlinops"] = lambda: curvlinops_top(model, x, y, chunk, args.tol)
+
+    rows = []
+    for name, fn in methods.items():
+        if name in args.skip:
+            continue
+        fn()  # warm-up (lazy initialization of torch.func, LAPACK, ...)
+        sec, (lam, v, n_prod) = timed(fn, args.repeats)
+        rows.append((name, sec, n_prod, residual(lam, v), lam))
+    ref = next((r for r in rows if r[0] == "cohen-style"), rows[0])
+    print(f"\n| method | seconds (median of {args.repeats}) | HVPs | rel. residual | "
+          f"lambda_max | vs cohen-style | notes |")
+    print("|---|---|---|---|---|---|---|")
+    for name, sec, n_prod, res, lam in rows:
+        print(f"| {name} | {sec:.3f} | {n_prod} | {res:.1e} | {lam:.4f} | "
+              f"{ref[1] / sec:.1f}x faster | {notes.get(name, '')} |")
+    lams = [r[4] for r in rows]
+    spread = (max(lams) - min(lams)) / abs(statistics.median(lams))
+    print(f"\nagreement: max relative spread of lambda_max = {spread:.1e} "
+          f"({'OK' if spread <= 1e-3 else 'NOT within 0.1%'})")
+    by = {r[0]: r for r in rows}
+    if {"eosbench cold", "eosbench warm"} <= by.keys():
+        c, w = by["eosbench cold"], by["eosbench warm"]
+        print(f"warm vs cold: {c[2] / w[2]:.1f}x fewer HVPs (target >= 5x)")
+        for other in ("cohen-style", "pyhessian"):
+            if other in by:
+                print(f"cold vs {other}: {by[other][1] / c[1]:.1f}x faster (target >= 3x)")
+    if not math.isfinite(spread):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Executable claims: pure functions over a run's recorded time series.
+
+A claim is registered by name as ``claim(traj: Trajectory, task: Task, **options) ->
+Verdict``.  It never trains or measures anything itself, so it can be tested on
+hand-made trajectories (AlgoPerf's ``has_reached_validation_target`` pattern).
+A claim that cannot be evaluated (the run diverged, the threshold was never
+reached in the budget, too few measurements) is ``FAIL`` with that reason,
+never ``PASS``.  A task states the verdict it expects of each claim: ``PASS``,
+or ``FAIL`` for a negative control.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import store
+from ..errors import UserError
+from ..registry import Registry
+from ..task import Task, from_dict
+
+CLAIMS: Registry = Registry("claim")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    claim: str
+    verdict: str  # PASS | FAIL
+    measured: float | None  # the statistic the claim tests
+    target: float | None  # what it is compared with (e.g. 2/lr)
+    tolerance: str  # the band or bound, in words/formula
+    detail: str  # the numbers behind the verdict, or why it could not be evaluated
+    expected: str = "PASS"
+    citation: str = ""
+
+    @property
+    def as_expected(self) -> bool:
+        return self.verdict == self.expected
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "as_expected": self.as_expected}
+
+
+class Trajectory:
+    """A run's time series: ``values(name)`` gives (steps, values) where recorded and finite."""
+
+    def __init__(self, records: list[dict[str, Any]], status: str = "completed",
+                 diverged_at: int | None = None):
+        self.records = records
+        self.status = status
+        self.diverged_at = diverged_at
+
+    def values(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        pts = [(r["step"], r[name]) for r in self.records
+               if r.get(name) is not None and math.isfinite(r[name])]
+        if not pts:
+            return np.zeros(0, dtype=int), np.zeros(0)
+        s, v = zip(*pts, strict=True)
+        return np.asarray(s), np.asarray(v, dtype=float)
+
+    @property
+    def last_step(self) -> int:
+        return max((r["step"] for r in self.records), default=0)
+
+    @classmethod
+    def from_run(cls, path: Path) -> Trajectory:
+        meta = store.read_json(Path(path) / store.RUN_FILE)
+        return cls(store.read_records(Path(path) / store.METRICS_FILE), meta.get("status", "?"),
+                   meta.get("diverged_at"))
+
+
+def fail(claim: str, reason: str, **kw: Any) -> Verdict:
+    """A not-evaluable claim: FAIL with the reason."""
+    kw.setdefault("measured", None)
+    kw.setdefault("target", None)
+    kw.setdefault("tolerance", "")
+    return Verdict(claim=claim, verdict="FAIL", detail=f"not evaluable: {reason}", **kw)
+
+
+def evaluate(task: Task, traj: Trajectory) -> list[Verdict]:
+    """Every claim of ``task`` on ``traj``, each with the task's expected verdict."""
+    from . import eos, linear, stochastic  # noqa: F401  (registration)
+
+    out = []
+    for spec in task.claims:
+        fn = CLAIMS.get(spec.name)
+        v = fn(traj, task, **dict(spec.options))
+        out.append(Verdict(**{**asdict(v), "expected": spec.expect}))
+    return out
+
+
+def check_run(path: Path) -> list[Verdict]:
+    """Evaluate a run directory's claims and write ``claims.json`` beside ``run.json``."""
+    meta = store.read_json(Path(path) / store.RUN_FILE)
+    try:
+        task = from_dict(meta["task"])
+    except (UserError, KeyError, TypeError) as e:
+        raise UserError(f"{Path(path) / store.RUN_FILE}: {e}") from None
+    verdicts = evaluate(task, Trajectory.from_run(path))
+    store.atomic_write_json(Path(path) / store.CLAIMS_FILE, [v.to_dict() for v in verdicts])
+    return verdicts

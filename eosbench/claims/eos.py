@@ -1,0 +1,89 @@
+"""Edge of stability for full-batch methods (claims 1, 2 and 5 of the suite).
+
+Cohen, Kaur, Li, Kolter & Talwalkar (2021), "Gradient Descent on Neural Networks
+Typically Occurs at the Edge of Stability", ICLR 2021, arXiv:2103.00065v3;
+momentum thresholds from their appendix; Adam's preconditioned threshold from
+Cohen et al. (2022), "Adaptive Gradient Methods at the Edge of Stability",
+arXiv:2207.14484v1.
+
+With :math:`T` the optimizer's stability threshold on the claim's quantity
+:math:`q` (sharpness :math:`\\lambda_{\\max}(H)` with :math:`T=2/\\eta` for GD,
+:math:`(2+2\\beta)/\\eta` heavy-ball, :math:`(2+2\\beta)/((1+2\\beta)\\eta)` Nesterov;
+preconditioned sharpness with :math:`(2+2\\beta_1)/((1-\\beta_1)\\eta)` for Adam) and
+:math:`t^*` the first measured step with :math:`q \\ge T`:
+
+(a) progressive sharpening: :math:`q(t^*) \\ge (1+\\text{rise})\\,q(0)`;
+(b) edge of stability: the median of :math:`q/T` over the post-:math:`t^*` window
+    lies in ``band``;
+(c) the loss is non-monotone after :math:`t^*` (some step increases it) and still
+    decreases over the long run: the mean training loss over the last tenth of
+    the run is below the loss at :math:`t^*`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..task import Task
+from . import CLAIMS, Trajectory, Verdict, fail
+
+CITATION = "Cohen et al. 2021 (arXiv:2103.00065v3)"
+
+
+def _threshold(task: Task, quantity: str) -> float:
+    from ..optim import threshold
+
+    t = threshold(task.optimizer)
+    if t.quantity != quantity:
+        raise ValueError(f"optimizer {task.optimizer.name!r} has a threshold on {t.quantity}, "
+                         f"not on {quantity}")
+    return float(t.value)
+
+
+@CLAIMS.register("eos")
+def eos(traj: Trajectory, task: Task, quantity: str = "sharpness",
+        band: tuple[float, float] = (0.9, 1.1), rise: float = 0.5, min_points: int = 5,
+        window: tuple[float, float] = (0.0, 1.0), citation: str = CITATION) -> Verdict:
+    """Sharpness rises to the threshold ``T`` and hovers there while the loss keeps falling.
+
+    ``window`` selects a fraction of the post-t* span (Cohen et al. observe that with
+    cross-entropy the sharpness may fall away from 2/eta late in training).
+    """
+    name = f"eos[{quantity}]"
+    T = _threshold(task, quantity)
+    tol = f"median {quantity}/T in [{band[0]}, {band[1]}]; rise >= {rise}"
+    kw = dict(target=T, tolerance=tol, citation=citation)
+    if traj.status == "diverged":
+        return fail(name, f"the run diverged at step {traj.diverged_at}", **kw)
+    steps, q = traj.values(quantity)
+    if len(q) < 2:
+        return fail(name, f"fewer than 2 measurements of {quantity}", **kw)
+    reached = np.nonzero(q >= T)[0]
+    if len(reached) == 0:
+        return fail(name, f"{quantity} never reached T={T:.4g} (max {q.max():.4g} at step "
+                          f"{steps[q.argmax()]} of {traj.last_step})", **kw)
+    i_star = reached[0]
+    t_star = int(steps[i_star])
+    end = traj.last_step
+    lo, hi = t_star + window[0] * (end - t_star), t_star + window[1] * (end - t_star)
+    sel = (steps >= lo) & (steps <= hi)
+    if sel.sum() < min_points:
+        return fail(name, f"only {int(sel.sum())} measurements after t*={t_star} "
+                          f"(need {min_points}): budget too short", **kw)
+    ratio = float(np.median(q[sel] / T))
+    sharpened = q[i_star] >= (1 + rise) * q[0]
+    hovers = band[0] <= ratio <= band[1]
+    ls, lv = traj.values("train_loss")
+    post = lv[ls >= t_star]
+    non_monotone = bool(len(post) > 1 and np.any(np.diff(post) > 0))
+    tail = lv[ls >= end - max(1, (end - t_star) // 10)]
+    loss_star = float(lv[ls >= t_star][0]) if len(post) else float("nan")
+    decreasing = bool(len(tail) and float(np.mean(tail)) < loss_star)
+    ok = sharpened and hovers and non_monotone and decreasing
+    detail = (f"t*={t_star}; q(0)={q[0]:.4g} -> q(t*)={q[i_star]:.4g} "
+              f"(sharpening {'ok' if sharpened else 'NO'}); median q/T after t* = {ratio:.4f} over "
+              f"{int(sel.sum())} points (hover {'ok' if hovers else 'NO'}); loss non-monotone after "
+              f"t*: {non_monotone}; loss {loss_star:.4g} at t* -> {np.mean(tail) if len(tail) else float('nan'):.4g} "
+              f"at end (decreasing {'ok' if decreasing else 'NO'})")
+    return Verdict(claim=name, verdict="PASS" if ok else "FAIL", measured=ratio * T, target=T,
+                   tolerance=tol, detail=detail, citation=citation)

@@ -1,0 +1,58 @@
+"""Edge of stochastic stability (claims 3 and 4 of the suite).
+
+Andreyev & Beneventano, "Edge of Stochastic Stability: Revisiting the Edge of
+Stability for SGD", arXiv:2412.20553v3 (the v3 statement: it is the *batch
+sharpness* :math:`\\mathbb{E}_B[g_B^\\top H_B g_B/\\lVert g_B\\rVert^2]`, not the
+full-batch sharpness, that stabilizes at :math:`2/\\eta`; v1 stated it for the
+mini-batch sharpness :math:`\\mathbb{E}_B[\\lambda_{\\max}(H_B)]`).  For momentum SGD,
+Andreyev et al. (2026), arXiv:2604.14108: the batch sharpness settles at
+:math:`2(1-\\beta)/\\eta` for small batches and :math:`2(1+\\beta)/\\eta` for large ones.
+
+Predicate: over the last ``window`` fraction of the run's measurements, the median
+batch sharpness divided by the target lies in ``band``, and the median full-batch
+sharpness over the same window is below the target (full-batch sharpness stays
+below the threshold).  Negative control (the authors'): with a step size too
+small, the batch sharpness plateaus below :math:`2/\\eta` and the claim FAILs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..task import Task
+from . import CLAIMS, Trajectory, Verdict, fail
+
+TARGETS = {
+    "sgd": ("2/lr", lambda lr, b: 2 / lr),
+    "momentum-small-batch": ("2(1-beta)/lr", lambda lr, b: 2 * (1 - b) / lr),
+    "momentum-large-batch": ("2(1+beta)/lr", lambda lr, b: 2 * (1 + b) / lr),
+}
+
+
+@CLAIMS.register("eoss")
+def eoss(traj: Trajectory, task: Task, target: str = "sgd", band: tuple[float, float] = (0.85, 1.15),
+         window: float = 0.5, min_points: int = 4,
+         citation: str = "Andreyev & Beneventano (arXiv:2412.20553v3)") -> Verdict:
+    formula, f = TARGETS[target]
+    T = f(task.optimizer.lr, task.optimizer.momentum)
+    name = f"eoss[{formula}]"
+    tol = f"median batch_sharpness/T in [{band[0]}, {band[1]}]; median sharpness < T"
+    kw = dict(target=T, tolerance=tol, citation=citation)
+    if traj.status == "diverged":
+        return fail(name, f"the run diverged at step {traj.diverged_at}", **kw)
+    bs, bv = traj.values("batch_sharpness")
+    start = traj.last_step * (1 - window)
+    sel = bs >= start
+    if sel.sum() < min_points:
+        return fail(name, f"only {int(sel.sum())} batch-sharpness measurements in the window", **kw)
+    ratio = float(np.median(bv[sel]) / T)
+    fs, fv = traj.values("sharpness")
+    fsel = fs >= start
+    full = float(np.median(fv[fsel])) if fsel.any() else float("nan")
+    hovers = band[0] <= ratio <= band[1]
+    below = bool(fsel.any() and full < T)
+    detail = (f"window steps >= {start:.0f}: median batch sharpness {ratio * T:.4g} = {ratio:.3f} T "
+              f"over {int(sel.sum())} points (hover {'ok' if hovers else 'NO'}); median full-batch "
+              f"sharpness {full:.4g} ({'below' if below else 'NOT below'} T={T:.4g})")
+    return Verdict(claim=name, verdict="PASS" if hovers and below else "FAIL", measured=ratio * T,
+                   target=T, tolerance=tol, detail=detail, citation=citation)

@@ -1,0 +1,191 @@
+"""Command-line interface: ``eosbench`` (also ``python -m eosbench``).
+
+User errors (unknown task, bad override, missing data, corrupt file) print one
+line on standard error and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eosbench", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"eosbench {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("tasks", help="list registered tasks")
+    t.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'digits/*'")
+    t.add_argument("--suite", help="only the tasks of this suite")
+    t.add_argument("--suites", action="store_true", help="list the suites instead")
+    t.add_argument("-v", "--verbose", action="store_true", help="show claims and description")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--out", type=Path, default=Path("runs"), help="results root (default: runs)")
+        sp.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+        sp.add_argument("--data", dest="data_root", help="data root (default: $EOSBENCH_DATA)")
+        sp.add_argument("--physical-batch-size", type=int, default=4096,
+                        help="examples per forward/backward chunk (default: 4096)")
+        sp.add_argument("--force", action="store_true", help="recompute finished runs")
+        sp.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on GPU")
+        sp.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    r = sub.add_parser("run", help="run one task; prints the run directory last")
+    r.add_argument("task")
+    r.add_argument("--seed", type=int, help="seed (default: the task's first seed)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a task field, e.g. optimizer.lr=0.05 (repeatable)")
+    common(r)
+
+    c = sub.add_parser("check", help="evaluate the claims of runs; exit 1 if any is unexpected")
+    c.add_argument("paths", nargs="+", type=Path)
+
+    rp = sub.add_parser("reproduce", help="run a suite, check it and write tables and figures")
+    rp.add_argument("--suite", default="smoke")
+    rp.add_argument("--seeds", help="comma-separated seeds (default: each task's seeds)")
+    rp.add_argument("--report", type=Path, help="report directory (default: OUT/report)")
+    common(rp)
+
+    rep = sub.add_parser("report", help="write LaTeX tables, figures and a summary of runs")
+    rep.add_argument("results", type=Path)
+    rep.add_argument("--out", type=Path, help="report directory (default: RESULTS/report)")
+
+    d = sub.add_parser("data", help="data sets: download, info")
+    d.add_argument("action", choices=["download", "info"])
+    d.add_argument("name", choices=["cifar10", "cifar100", "digits"])
+    d.add_argument("--data", dest="data_root", help="data root (default: $EOSBENCH_DATA)")
+    return p
+
+
+def _run_options(a: argparse.Namespace):
+    from .runner import RunOptions
+
+    if a.physical_batch_size is not None and a.physical_batch_size <= 0:
+        raise UserError("--physical-batch-size must be positive")
+    return RunOptions(out=a.out, device=a.device, physical_batch_size=a.physical_batch_size,
+                      data_root=a.data_root, force=a.force, allow_tf32=a.tf32,
+                      progress=False if a.no_progress else None)
+
+
+def cmd_tasks(a: argparse.Namespace) -> int:
+    from .suites import SUITES, TASKS
+
+    if a.suites:
+        for name in SUITES.list(a.pattern):
+            s = SUITES.get(name)
+            print(f"{name:16s} {len(s.tasks):3d} tasks  {s.description}")
+        return 0
+    names = TASKS.list(a.pattern)
+    if a.suite:
+        members = set(SUITES.get(a.suite).tasks)
+        names = [n for n in names if n in members]
+    for n in names:
+        print(n)
+        if a.verbose:
+            t = TASKS.get(n)
+            claims = ", ".join(f"{c.name}->{c.expect}" for c in t.claims) or "-"
+            print(f"    {t.description}\n    claims: {claims}; seeds: {list(t.seeds)}")
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from .runner import run
+    from .suites import TASKS
+    from .task import apply_overrides
+
+    task = apply_overrides(TASKS.get(a.task), a.overrides)
+    seed = a.seed if a.seed is not None else task.seeds[0]
+    print(run(task, seed, _run_options(a)))
+    return 0
+
+
+def cmd_check(a: argparse.Namespace) -> int:
+    from .claims import check_run
+    from .report import print_verdicts
+    from .store import find_runs
+
+    runs = find_runs(a.paths)
+    if not runs:
+        raise UserError("no runs found under " + ", ".join(map(str, a.paths)))
+    results = [(r, check_run(r)) for r in runs]
+    print_verdicts(results)
+    return 0 if all(v.as_expected for _, vs in results for v in vs) else 1
+
+
+def cmd_reproduce(a: argparse.Namespace) -> int:
+    from .claims import check_run
+    from .report import print_verdicts, write_report
+    from .runner import run
+    from .suites import SUITES, TASKS
+    from .task import parse_value
+
+    suite = SUITES.get(a.suite)
+    opts = _run_options(a)
+    seeds = None
+    if a.seeds:
+        seeds = [parse_value(s, (int,), "--seeds") for s in a.seeds.split(",")]
+    jobs = [(TASKS.get(n), s) for n in suite.tasks for s in (seeds or TASKS.get(n).seeds)]
+    results = []
+    for i, (task, seed) in enumerate(jobs, 1):
+        print(f"[{i}/{len(jobs)}] {task.name} seed {seed}", file=sys.stderr, flush=True)
+        rdir = run(task, seed, opts)
+        results.append((rdir, check_run(rdir)))
+    print_verdicts(results)
+    report_dir = a.report or a.out / "report"
+    write_report([r for r, _ in results], report_dir, title=f"suite {suite.name}")
+    print(report_dir)
+    return 0 if all(v.as_expected for _, vs in results for v in vs) else 1
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from .report import write_report
+    from .store import find_runs
+
+    runs = find_runs([a.results])
+    if not runs:
+        raise UserError(f"no runs found under {a.results}")
+    out = a.out or a.results / "report"
+    write_report(runs, out, title=str(a.results))
+    print(out)
+    return 0
+
+
+def cmd_data(a: argparse.Namespace) -> int:
+    from .data import data_root, download, load_dataset
+    from .task import DataSpec
+
+    if a.action == "download":
+        root = data_root(a.data_root)
+        if root is None:
+            raise UserError("set EOSBENCH_DATA or pass --data DIR to say where to store data")
+        print(download(a.name, root))
+        return 0
+    d = load_dataset(DataSpec(name=a.name), a.data_root)
+    print(f"{d.identity}\ntrain {tuple(d.x_train.shape)} test {tuple(d.x_test.shape)} "
+          f"classes {d.n_classes}\nsha256 {d.checksum}")
+    return 0
+
+
+COMMANDS = {"tasks": cmd_tasks, "run": cmd_run, "check": cmd_check, "reproduce": cmd_reproduce,
+            "report": cmd_report, "data": cmd_data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"eosbench: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("eosbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

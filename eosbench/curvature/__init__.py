@@ -1,0 +1,30 @@
+"""Curvature engine: Hessian/GGN operators, top eigenpairs, traces, spectral densities and
+mini-batch sharpness.  Every estimate states its cost in Hessian-vector products (HVPs).
+
+Typical use (sharpness of the full-batch training loss, warm-started across steps)::
+
+    op = LossOperator(model, loss_fn, x, y, physical_batch_size=1000)
+    res = top_eigenpairs(op, k=1, tol=1e-3, init=previous_vector)
+    sharpness, previous_vector = float(res.eigenvalues[0]), res.eigenvectors
+"""
+
+from __future__ import annotations
+
+from .eigen import EigResult, top_eigenpairs
+from .operators import LossOperator, MatrixOperator
+from .stochastic import StochasticResult, batch_sharpness, minibatch_sharpness
+from .trace import TraceResult, effective_dimension, hutchinson_trace, slq_density
+
+__all__ = [
+    "EigResult",
+    "LossOperator",
+    "MatrixOperator",
+    "StochasticResult",
+    "TraceResult",
+    "batch_sharpness",
+    "effective_dimension",
+    "hutchinson_trace",
+    "minibatch_sharpness",
+    "slq_density",
+    "top_eigenpairs",
+]

@@ -1,0 +1,239 @@
+"""Data sets: loading, subsets, preprocessing and label noise.
+
+:func:`load_dataset` turns a :class:`~eosbench.task.DataSpec` into a
+:class:`Dataset` of CPU tensors in four steps, always in this order:
+
+1. **pool** -- the registered loader reads the raw training and test pools in
+   their official order (``digits``: :mod:`eosbench.data.digits`; ``cifar10``,
+   ``cifar100``: :mod:`eosbench.data.cifar`), as float64 features in their
+   natural range and int64 labels;
+2. **subset** -- ``n_train`` of the training pool and ``n_test`` of the test
+   pool (``None`` = the whole pool), chosen by ``spec.subset``:
+
+   * ``first``: the first :math:`n` examples in the official order (Cohen et
+     al. 2021's ``cifar10-1k`` is the first 1000 CIFAR-10 training images);
+   * ``balanced``: :math:`\\lfloor n/K \\rfloor` examples of every class, plus
+     one more for the first :math:`n \\bmod K` classes, drawn uniformly without
+     replacement within each class with ``subset_seed``, then kept in official
+     order;
+   * ``random``: :math:`n` examples drawn uniformly without replacement with
+     ``subset_seed``, kept in official order.
+
+   The training and test draws use independent streams
+   ``numpy.random.SeedSequence([subset_seed, 0])`` and ``[subset_seed, 1]``;
+3. **standardize** (``spec.standardize``) -- every input feature :math:`j` is
+   centred and scaled with the statistics of the *training subset*,
+   :math:`x_{ij} \\leftarrow (x_{ij}-\\mu_j)/\\sigma_j` with
+   :math:`\\mu_j = \\frac1n\\sum_i x_{ij}`,
+   :math:`\\sigma_j = (\\frac1n\\sum_i (x_{ij}-\\mu_j)^2)^{1/2}` (population
+   std, as ``numpy.std``) and :math:`\\sigma_j := 1` where it is 0; the test
+   set uses the same :math:`\\mu, \\sigma`.  Computed in float64, stored as
+   float32;
+4. **label noise** (``spec.label_noise`` :math:`=p`) -- symmetric noise on the
+   training labels only: with ``numpy.random.default_rng(noise_seed)``, draw
+   :math:`u_i \\sim U[0,1)` and :math:`c_i \\sim U\\{0,\\dots,K-1\\}` for every
+   training example (both arrays in full, so the draw does not depend on
+   :math:`p`) and set :math:`y_i \\leftarrow c_i` where :math:`u_i < p`.  The
+   replacement is uniform over *all* :math:`K` classes and may equal the true
+   label (Zhang et al. 2017, "Understanding deep learning requires rethinking
+   generalization"), so the expected fraction of changed labels is
+   :math:`p(1-1/K)`.
+
+Augmentation is not applied here: it is per step
+(:func:`eosbench.data.augment.random_crop_flip`).
+
+:attr:`Dataset.checksum` is the SHA-256 over the exact bytes (C order) of
+``x_train``, ``y_train``, ``x_test``, ``y_test`` after all four steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import DataError
+from ..registry import Registry
+from ..task import DataSpec
+
+SUBSETS = ("first", "balanced", "random")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A preprocessed data set as CPU tensors (see the module docstring)."""
+
+    x_train: Tensor  # float32 [n_train, *input_shape]
+    y_train: Tensor  # int64 class labels [n_train]
+    x_test: Tensor  # float32 [n_test, *input_shape]
+    y_test: Tensor  # int64 class labels [n_test]
+    n_classes: int
+    input_shape: tuple[int, ...]
+    identity: str  # source, version and subset, human-readable
+    checksum: str  # sha256 over the bytes of x_train, y_train, x_test, y_test
+
+
+@dataclass(frozen=True)
+class RawPool:
+    """What a loader returns: the full pools in official order, before step 2."""
+
+    x_train: np.ndarray  # float64 [N_train, *input_shape]
+    y_train: np.ndarray  # int64 [N_train]
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+    source: str  # e.g. "cifar10 (official python pickle, <file> sha256 1bed66b0b70c)"
+    missing_hint: str = ""  # appended when the task asks for more examples than exist
+
+
+Loader = Callable[[DataSpec, Path | None], RawPool]
+DATASETS: Registry[Loader] = Registry("data set")
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path | None:
+    """The data directory: ``root`` if given, else ``$EOSBENCH_DATA``, else ``None``."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("EOSBENCH_DATA")
+    return Path(env).expanduser() if env else None
+
+
+def load_dataset(spec: DataSpec, root: str | os.PathLike | None = None) -> Dataset:
+    """Load, subset, standardize and label-noise ``spec.name`` (module docstring)."""
+    _validate(spec)
+    pool = DATASETS.get(spec.name)(spec, data_root(root))
+    k = pool.n_classes
+    i_tr = select(pool.y_train, spec.n_train, spec.subset, spec.subset_seed, 0, k, "training",
+                  pool.missing_hint, spec.name)
+    i_te = select(pool.y_test, spec.n_test, spec.subset, spec.subset_seed, 1, k, "test",
+                  pool.missing_hint, spec.name)
+    x_tr, y_tr = pool.x_train[i_tr], pool.y_train[i_tr]
+    x_te, y_te = pool.x_test[i_te], pool.y_test[i_te]
+    if spec.standardize:
+        x_tr, x_te = standardize(x_tr, x_te)
+    y_tr = label_noise(y_tr, spec.label_noise, spec.noise_seed, k)
+    x_tr = np.ascontiguousarray(x_tr, dtype=np.float32)
+    x_te = np.ascontiguousarray(x_te, dtype=np.float32)
+    y_tr = np.ascontiguousarray(y_tr, dtype=np.int64)
+    y_te = np.ascontiguousarray(y_te, dtype=np.int64)
+    digest = hashlib.sha256()
+    for a in (x_tr, y_tr, x_te, y_te):
+        digest.update(a.tobytes())
+    prep = "standardized per feature (training-subset mean/std)" if spec.standardize else "raw"
+    if spec.name.startswith("cifar") and not spec.standardize:
+        prep = "scaled to [0, 1]"
+    subset = spec.subset if spec.subset == "first" else f"{spec.subset} (seed {spec.subset_seed})"
+    identity = f"{pool.source} {subset} {len(y_tr)} train / {len(y_te)} test, {prep}"
+    if spec.label_noise > 0:
+        identity += f", label noise {spec.label_noise:g} (seed {spec.noise_seed})"
+    return Dataset(
+        x_train=torch.from_numpy(x_tr),
+        y_train=torch.from_numpy(y_tr),
+        x_test=torch.from_numpy(x_te),
+        y_test=torch.from_numpy(y_te),
+        n_classes=k,
+        input_shape=tuple(x_tr.shape[1:]),
+        identity=identity,
+        checksum=digest.hexdigest(),
+    )
+
+
+def _validate(spec: DataSpec) -> None:
+    if spec.subset not in SUBSETS:
+        raise DataError(f"data.subset={spec.subset!r}: expected one of {', '.join(SUBSETS)}")
+    for key in ("n_train", "n_test"):
+        n = getattr(spec, key)
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise DataError(f"data.{key}={n!r}: expected a positive integer or None")
+    p = spec.label_noise
+    if not (isinstance(p, (int, float)) and math.isfinite(p) and 0.0 <= p <= 1.0):
+        raise DataError(f"data.label_noise={p!r}: expected a number in [0, 1]")
+
+
+def select(y: np.ndarray, n: int | None, mode: str, seed: int, stream: int, n_classes: int,
+           split: str = "training", hint: str = "", name: str = "data set") -> np.ndarray:
+    """Sorted indices of the ``mode`` subset of size ``n`` of a pool with labels ``y``."""
+    size = len(y)
+    if n is None:
+        return np.arange(size)
+    if n > size:
+        raise DataError(
+            f"{name} has only {size} {split} examples available but the task needs {n}{hint}"
+        )
+    if mode == "first":
+        return np.arange(n)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, stream]))
+    if mode == "random":
+        return np.sort(rng.choice(size, size=n, replace=False))
+    per_class = [n // n_classes + (1 if c < n % n_classes else 0) for c in range(n_classes)]
+    chosen = []
+    for c, m in enumerate(per_class):
+        members = np.flatnonzero(y == c)
+        if m > len(members):
+            raise DataError(
+                f"{name}: a balanced subset of {n} {split} examples needs {m} of class {c}, "
+                f"but only {len(members)} are available{hint}"
+            )
+        chosen.append(rng.choice(members, size=m, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature :math:`(x-\\mu)/\\sigma` with training statistics (:math:`\\sigma=0 \\to 1`)."""
+    mu = x_train.mean(axis=0, dtype=np.float64)
+    sigma = x_train.std(axis=0, dtype=np.float64)
+    sigma = np.where(sigma > 0, sigma, 1.0)
+    return (x_train - mu) / sigma, (x_test - mu) / sigma
+
+
+def label_noise(y: np.ndarray, p: float, seed: int, n_classes: int) -> np.ndarray:
+    """Symmetric label noise: ``y_i <- c_i ~ U{0..K-1}`` with probability ``p`` (may keep y_i)."""
+    if p <= 0:
+        return y
+    rng = np.random.default_rng(seed)
+    u = rng.random(len(y))
+    c = rng.integers(0, n_classes, size=len(y))
+    return np.where(u < p, c, y).astype(np.int64)
+
+
+def _digits(spec: DataSpec, root: Path | None) -> RawPool:
+    from .digits import load_digits_pool
+
+    return load_digits_pool()
+
+
+def _cifar10(spec: DataSpec, root: Path | None) -> RawPool:
+    from .cifar import load_cifar_pool
+
+    return load_cifar_pool("cifar10", root)
+
+
+def _cifar100(spec: DataSpec, root: Path | None) -> RawPool:
+    from .cifar import load_cifar_pool
+
+    return load_cifar_pool("cifar100", root)
+
+
+def download(name: str, root: str | os.PathLike | None = None, *, url: str | None = None,
+             md5: str | None = None, timeout: float = 60.0) -> Path:
+    """Download and MD5-check the official tarball of ``name`` (:func:`.cifar.download`)."""
+    from .cifar import download as _download
+
+    return _download(name, root, url=url, md5=md5, timeout=timeout)
+
+
+DATASETS.register("digits", _digits)
+DATASETS.register("cifar10", _cifar10)
+DATASETS.register("cifar100", _cifar100)
+
+__all__ = [
+    "DATASETS", "Dataset", "RawPool", "data_root", "download", "label_noise", "load_dataset",
+    "select", "standardize",
+]

@@ -1,0 +1,79 @@
+"""The model zoo: a registry of builders and :func:`build_model`.
+
+A builder has the signature ``builder(spec: ModelSpec, input_shape, n_classes)
+-> nn.Module``; the module maps a batch ``[n, *input_shape]`` to ``[n,
+n_classes]``.  Third-party packages add builders through the entry point
+group ``eosbench.models``.  Registered names:
+
+* ``fc-<act>``, act in tanh, relu, elu, softplus -- :mod:`.mlp`;
+* ``cnn-<act>`` (max pooling) and ``cnn-avgpool-<act>`` -- :mod:`.cnn`;
+* ``resnet20``, ``resnet32`` -- :mod:`.resnet`;
+* ``vgg11`` -- :mod:`.vgg`;  ``vit`` -- :mod:`.vit`;  ``linear2`` -- :mod:`.linear`.
+
+``ModelSpec.width``/``depth`` (``None`` = the architecture's default) and
+``batchnorm`` are interpreted by each builder; a model that lacks an option
+raises :class:`~eosbench.errors.OverrideError` rather than ignoring it.
+``init_scale`` :math:`=s` is applied here, after the builder, to every model
+(registered or plugged in): every parameter :math:`\\theta` that is not a
+bias and not the affine parameter of a normalization layer is replaced by
+:math:`s\\,\\theta` (weights, convolution kernels, ViT class token and
+position embedding, the scalars of ``linear2``).  Random seeds are the
+caller's business (``torch.manual_seed`` before :func:`build_model`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..errors import OverrideError
+from ..registry import Registry
+from ..task import ModelSpec
+from . import cnn, linear, mlp, resnet, vgg, vit
+
+Builder = Callable[[ModelSpec, tuple[int, ...], int], nn.Module]
+MODELS: Registry[Builder] = Registry("model", entry_point_group="eosbench.models")
+
+for _module in (mlp, cnn, resnet, vgg, vit, linear):
+    for _name, _builder in _module.BUILDERS.items():
+        MODELS.register(_name, _builder)
+
+_NORMS = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d,
+    nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm,
+)
+
+
+def scale_weights(model: nn.Module, scale: float) -> nn.Module:
+    """Multiply every non-bias, non-normalization parameter of ``model`` by ``scale``."""
+    if scale == 1.0:
+        return model
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, _NORMS):
+                continue
+            for name, p in module.named_parameters(recurse=False):
+                if not name.endswith("bias"):
+                    p.mul_(scale)
+    return model
+
+
+def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """Build the registered model ``spec.name`` for ``input_shape`` and ``n_classes``."""
+    builder = MODELS.get(spec.name)
+    for key in ("width", "depth"):
+        value = getattr(spec, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise OverrideError(f"model.{key}={value!r}: expected a positive integer or None")
+    if not isinstance(spec.init_scale, (int, float)) or not math.isfinite(spec.init_scale):
+        raise OverrideError(f"model.init_scale={spec.init_scale!r}: expected a finite number")
+    shape = tuple(int(s) for s in input_shape)
+    model = builder(spec, shape, int(n_classes))
+    return scale_weights(model, float(spec.init_scale))
+
+
+__all__ = ["MODELS", "Builder", "build_model", "scale_weights"]

@@ -1,0 +1,150 @@
+r"""Optimizers: a documented update rule plus its stability threshold.
+
+Registered names (``OPTIMIZERS``, entry point group ``eosbench.optimizers``):
+
+* ``sgd`` -- GD when full batch, heavy ball when ``momentum > 0``, Nesterov when
+  ``nesterov`` (``torch.optim.SGD``); threshold :math:`2/\eta`,
+  :math:`(2+2\beta)/\eta`, :math:`(2+2\beta)/((1+2\beta)\eta)` on the sharpness.
+* ``adam`` -- ``torch.optim.Adam``; :math:`\lambda_{\max}(P^{-1}H) \le
+  (2+2\beta_1)/((1-\beta_1)\eta)`.
+* ``rmsprop`` -- ``torch.optim.RMSprop`` with decay ``beta2``;
+  :math:`\lambda_{\max}(P^{-1}H) \le 2/\eta`.
+* ``sam`` -- SAM (normalized) or USAM over ``base`` sgd or adam; the SAM edge
+  :math:`\eta\lambda(1+r\lambda) = 2` with :math:`r = \rho` or :math:`\rho/\lVert g\rVert`.
+
+G-TRACER (Williams & Roberts 2023, arXiv:2306.13914) is not registered: its
+algorithm could not be confirmed from the paper text available to us, and it is
+not implemented from guesswork.
+
+A third-party optimizer is an :class:`OptimizerEntry` (or any object with the same
+``build``/``threshold`` attributes) published under the entry point group.  Its
+optimizer may define ``preconditioner() -> list[Tensor] | None`` for
+:func:`preconditioner`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+from ..registry import Registry
+from ..task import OptimizerSpec
+from . import adaptive, sam, sgd
+from .sam import SAM, call_without_buffer_updates
+from .thresholds import Threshold, ThresholdError, sam_edge
+
+__all__ = [
+    "OPTIMIZERS",
+    "SAM",
+    "OptimizerEntry",
+    "Threshold",
+    "ThresholdError",
+    "build_optimizer",
+    "call_without_buffer_updates",
+    "preconditioner",
+    "sam_edge",
+    "threshold",
+    "validate",
+]
+
+
+@dataclass(frozen=True)
+class OptimizerEntry:
+    """What a registered optimizer provides."""
+
+    build: Callable[[OptimizerSpec, list[Any]], torch.optim.Optimizer]
+    threshold: Callable[..., Threshold]  # (spec, grad_norm=None); grad_norm only if given
+    summary: str = ""
+
+
+OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", "eosbench.optimizers")
+OPTIMIZERS.register("sgd", OptimizerEntry(sgd.build, sgd.threshold, "GD / heavy ball / Nesterov"))
+OPTIMIZERS.register(
+    "adam", OptimizerEntry(adaptive.build_adam, adaptive.adam_threshold, "Adam (torch)")
+)
+OPTIMIZERS.register(
+    "rmsprop", OptimizerEntry(adaptive.build_rmsprop, adaptive.rmsprop_threshold, "RMSProp (torch)")
+)
+OPTIMIZERS.register("sam", OptimizerEntry(sam.build, sam.threshold, "SAM / USAM over sgd or adam"))
+
+
+def validate(spec: OptimizerSpec) -> None:
+    """Raise :class:`UserError` for hyperparameters no optimizer accepts."""
+
+    def finite(name: str) -> float:
+        v = getattr(spec, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise UserError(f"optimizer.{name}={v!r} must be a finite number")
+        return float(v)
+
+    if finite("lr") <= 0:
+        raise UserError(f"optimizer.lr={spec.lr} must be > 0")
+    if not 0 <= finite("momentum") < 1:
+        raise UserError(f"optimizer.momentum={spec.momentum} must be in [0, 1)")
+    if spec.nesterov and spec.momentum == 0:
+        raise UserError("optimizer.nesterov=true needs optimizer.momentum > 0")
+    for name in ("beta1", "beta2"):
+        if not 0 <= finite(name) < 1:
+            raise UserError(f"optimizer.{name}={getattr(spec, name)} must be in [0, 1)")
+    for name in ("weight_decay", "eps", "rho"):
+        if finite(name) < 0:
+            raise UserError(f"optimizer.{name}={getattr(spec, name)} must be >= 0")
+    if spec.base not in sam.BASES:
+        raise UserError(f"optimizer.base={spec.base!r} is not one of {', '.join(sam.BASES)}")
+    if spec.batch_size is not None and spec.batch_size < 1:
+        raise UserError(f"optimizer.batch_size={spec.batch_size} must be >= 1 (or none)")
+
+
+def build_optimizer(spec: OptimizerSpec, params: Iterable[Any]) -> torch.optim.Optimizer:
+    """The optimizer ``spec.name`` over ``params`` (tensors or param-group dicts).
+
+    Raises :class:`~eosbench.errors.UnknownNameError` for an unknown name and
+    :class:`~eosbench.errors.UserError` for invalid hyperparameters.
+    """
+    entry = OPTIMIZERS.get(spec.name)
+    validate(spec)
+    return entry.build(spec, list(params))
+
+
+def threshold(spec: OptimizerSpec, grad_norm: float | None = None) -> Threshold:
+    """The stability threshold of ``spec`` (see each optimizer's docstring).
+
+    ``grad_norm`` is only used by normalized SAM, whose edge depends on the gradient
+    norm; without it that case raises :class:`ThresholdError` (a ``UserError`` and a
+    ``ValueError``), as do configurations without a closed form.
+    """
+    entry = OPTIMIZERS.get(spec.name)
+    validate(spec)
+    return entry.threshold(spec) if grad_norm is None else entry.threshold(spec, grad_norm)
+
+
+def preconditioner(optimizer: torch.optim.Optimizer) -> list[Tensor] | None:
+    r"""The current diagonal :math:`P` per parameter, or None for a non-adaptive method.
+
+    For Adam and RMSProp (also as SAM's base) the last step was
+    :math:`\theta \leftarrow \theta - \eta P^{-1} u` with :math:`u` the first moment
+    (Adam) or the gradient (RMSProp); tensors are in ``param_groups`` order with the
+    parameters' shapes.  None as well before the first step.  Other optimizers may
+    define a ``preconditioner()`` method.
+    """
+    if isinstance(optimizer, SAM):
+        return preconditioner(optimizer.base_optimizer)
+    if isinstance(optimizer, torch.optim.Adam):
+        return adaptive.adam_preconditioner(optimizer)
+    if isinstance(optimizer, torch.optim.RMSprop):
+        return adaptive.rmsprop_preconditioner(optimizer)
+    if isinstance(optimizer, torch.optim.SGD):
+        return None
+    method = getattr(optimizer, "preconditioner", None)
+    if callable(method):
+        return method()
+    raise TypeError(
+        f"no preconditioner known for {type(optimizer).__name__}; "
+        "define a preconditioner() method returning list[Tensor] | None"
+    )

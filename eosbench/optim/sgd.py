@@ -1,0 +1,77 @@
+r"""Gradient descent, heavy-ball and Nesterov momentum: :class:`torch.optim.SGD`.
+
+``sgd`` is full-batch gradient descent when ``batch_size`` is None (the batch size
+does not enter the update rule).  With momentum :math:`\beta>0` it is PyTorch's
+heavy ball, with ``nesterov`` PyTorch's Nesterov form.  ``weight_decay`` :math:`\omega`
+adds :math:`\omega\theta` to the gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+from ..task import OptimizerSpec
+from . import thresholds as th
+from .thresholds import Threshold
+
+
+def build(spec: OptimizerSpec, params: Iterable[Any]) -> torch.optim.SGD:
+    r"""Gradient descent with optional momentum (``torch.optim.SGD``).
+
+    Update, with :math:`g_t = \nabla L(\theta_t) + \omega\theta_t` on the step's batch:
+
+    .. math::
+
+        \text{GD:}\quad & \theta_{t+1} = \theta_t - \eta g_t \\
+        \text{heavy ball:}\quad & b_{t+1} = \beta b_t + g_t,\quad
+            \theta_{t+1} = \theta_t - \eta b_{t+1} \\
+        \text{Nesterov:}\quad & b_{t+1} = \beta b_t + g_t,\quad
+            \theta_{t+1} = \theta_t - \eta (g_t + \beta b_{t+1})
+
+    (:math:`b_1 = g_0`, as in PyTorch).  Stability thresholds on
+    :math:`\lambda_{\max}(\nabla^2 L)`, from the quadratic model:
+
+    .. math::
+
+        \text{GD: } \frac{2}{\eta} - \omega,\qquad
+        \text{heavy ball: } \frac{2+2\beta}{\eta} - \omega,\qquad
+        \text{Nesterov: } \frac{2+2\beta}{(1+2\beta)\eta} - \omega .
+
+    References: Cohen et al. (2021), Gradient Descent on Neural Networks Typically
+    Occurs at the Edge of Stability, arXiv:2103.00065 (GD: Sec. 3; momentum in the
+    PyTorch form: appendix).  Verified on quadratics in ``tests/test_optim.py``.
+    """
+    if spec.nesterov and spec.momentum == 0:
+        raise UserError("optimizer.nesterov=true needs optimizer.momentum > 0")
+    return torch.optim.SGD(
+        params,
+        lr=spec.lr,
+        momentum=spec.momentum,
+        nesterov=spec.nesterov,
+        weight_decay=spec.weight_decay,
+    )
+
+
+def edge(spec: OptimizerSpec) -> tuple[float, str]:
+    """The threshold on the loss Hessian and its LaTeX formula (shared with SAM)."""
+    beta = spec.momentum
+    if beta == 0:
+        value, formula = th.gd(spec.lr), r"\frac{2}{\eta}"
+    elif spec.nesterov:
+        value, formula = th.nesterov(spec.lr, beta), r"\frac{2+2\beta}{(1+2\beta)\,\eta}"
+    else:
+        value, formula = th.heavy_ball(spec.lr, beta), r"\frac{2+2\beta}{\eta}"
+    if spec.weight_decay:
+        value, formula = value - spec.weight_decay, formula + r" - \omega"
+    return value, formula
+
+
+def threshold(spec: OptimizerSpec, grad_norm: float | None = None) -> Threshold:
+    """Threshold on the sharpness :math:`\\lambda_{\\max}(\\nabla^2 L)` (see :func:`build`)."""
+    value, formula = edge(spec)
+    ref = th.COHEN2021 if spec.momentum == 0 else th.COHEN2021_MOMENTUM
+    return Threshold(th.SHARPNESS, value, formula, ref)

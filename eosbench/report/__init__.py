@@ -1,0 +1,43 @@
+"""Reports of recorded runs: a verdict table on the terminal, LaTeX tables,
+figures and a machine-readable summary.  Everything is regenerated from the
+run directories alone; the same runs give byte-identical tables.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import store
+from ..claims import Verdict
+from .figures import write_figures
+from .tables import load_runs, write_tables
+
+
+def print_verdicts(results: Sequence[tuple[Path, list[Verdict]]]) -> None:
+    """One line per claim: verdict, expected?, run, claim, measured vs target, detail."""
+    for rdir, verdicts in results:
+        for v in verdicts:
+            mark = "ok " if v.as_expected else "UNEXPECTED"
+            m = "-" if v.measured is None else f"{v.measured:.4g}"
+            t = "-" if v.target is None else f"{v.target:.4g}"
+            print(f"{v.verdict:4s} (expected {v.expected}, {mark}) {rdir}  {v.claim}  "
+                  f"measured={m} target={t}  [{v.tolerance}]\n      {v.detail}")
+    n = sum(len(vs) for _, vs in results)
+    bad = sum(not v.as_expected for _, vs in results for v in vs)
+    print(f"{n - bad} of {n} verdicts as expected" + (f"; {bad} UNEXPECTED" if bad else ""))
+
+
+def write_report(runs: Sequence[Path], out: Path, title: str = "") -> list[Path]:
+    """Write ``claims.tex``, ``curvature.tex``, ``summary.csv``, ``summary.json`` and
+    figures (PNG and PDF) for ``runs`` into ``out``; return the files written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    frames = load_runs(runs)
+    written = write_tables(frames, out, title)
+    written += write_figures(runs, out)
+    index = {"title": title, "runs": [str(Path(r)) for r in runs],
+             "files": sorted(p.name for p in written)}
+    store.atomic_write_text(out / "index.json", json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return written

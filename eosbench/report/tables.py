@@ -1,0 +1,140 @@
+"""LaTeX tables (pandas ``Styler.to_latex``, booktabs) and the CSV/JSON summary."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import store
+from ..claims import Trajectory
+from ..task import from_dict
+
+
+def _threshold(task) -> tuple[str, float] | None:
+    from ..optim import threshold
+
+    try:
+        t = threshold(task.optimizer)
+    except (ValueError, KeyError):
+        return None
+    return t.quantity, float(t.value)
+
+
+def _run_row(rdir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    meta = store.read_json(rdir / store.RUN_FILE)
+    task = from_dict(meta["task"])
+    traj = Trajectory.from_run(rdir)
+    row: dict[str, Any] = {
+        "task": task.name, "seed": meta["seed"], "status": meta["status"], "steps": meta["step"],
+        "run": str(rdir), "task_hash": meta["task_hash"][:12],
+        "device": meta["provenance"].get("device_name"), "wall_seconds": meta.get("wall_seconds"),
+        "measure_seconds": meta.get("measure_seconds"),
+    }
+    thr = _threshold(task)
+    if thr is not None:
+        q, T = thr
+        row["threshold_quantity"], row["threshold"] = q, T
+        steps, vals = traj.values(q)
+        hit = np.nonzero(vals >= T)[0]
+        row["t_star"] = int(steps[hit[0]]) if len(hit) else None
+        row["post_median_over_T"] = float(np.median(vals[hit[0]:]) / T) if len(hit) else None
+        row["final_" + q] = float(vals[-1]) if len(vals) else None
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "batch_sharpness"):
+        _, v = traj.values(key)
+        row["final_" + key] = float(v[-1]) if len(v) else None
+    claims = []
+    cfile = rdir / store.CLAIMS_FILE
+    if cfile.exists():
+        for c in store.read_json(cfile):
+            claims.append({"task": task.name, "seed": meta["seed"], **c})
+    return row, claims
+
+
+def load_runs(runs) -> dict[str, pd.DataFrame]:
+    rows, claims = [], []
+    for r in runs:
+        row, cl = _run_row(Path(r))
+        rows.append(row)
+        claims.extend(cl)
+    runs_df = pd.DataFrame(rows).sort_values(["task", "seed"], kind="stable").reset_index(drop=True)
+    claims_df = pd.DataFrame(claims)
+    if len(claims_df):
+        claims_df = claims_df.sort_values(["task", "seed", "claim"], kind="stable").reset_index(drop=True)
+    return {"runs": runs_df, "claims": claims_df}
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "--"
+    return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+
+
+def _mean_pm(values: pd.Series) -> str:
+    v = values.dropna().astype(float)
+    if not len(v):
+        return "--"
+    if len(v) == 1:
+        return f"${v.iloc[0]:.3g}$"
+    return f"${v.mean():.3g} \\pm {v.std(ddof=1) / math.sqrt(len(v)):.2g}$"
+
+
+def _latex(df: pd.DataFrame, caption: str, label: str, math_cols: tuple[str, ...] = ()) -> str:
+    esc = [c for c in df.columns if c not in math_cols]
+    sty = df.style.hide(axis="index").format(escape="latex", subset=esc)
+    return sty.to_latex(hrules=True, caption=caption, label=label, position="htbp",
+                        position_float="centering", column_format="l" * len(df.columns))
+
+
+def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "Task": claims["task"], "Seed": claims["seed"].astype(str), "Claim": claims["claim"],
+        "Measured": claims["measured"].map(_fmt), "Target": claims["target"].map(_fmt),
+        "Tolerance": claims["tolerance"], "Verdict": claims["verdict"],
+        "Expected": claims["expected"],
+    })
+
+
+def curvature_table(runs: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for task, g in runs.groupby("task", sort=True):
+        out.append({
+            "Task": task, "n": str(len(g)),
+            "$t^*$": _mean_pm(g.get("t_star", pd.Series(dtype=float))),
+            "median $q/T$ after $t^*$": _mean_pm(g.get("post_median_over_T", pd.Series(dtype=float))),
+            "final loss": _mean_pm(g["final_train_loss"]),
+            "final train acc.": _mean_pm(g["final_train_acc"]),
+        })
+    return pd.DataFrame(out)
+
+
+def write_tables(frames: dict[str, pd.DataFrame], out: Path, title: str) -> list[Path]:
+    runs, claims = frames["runs"], frames["claims"]
+    written = []
+    store.atomic_write_text(out / "summary.csv", runs.to_csv(index=False, float_format="%.6g"))
+    written.append(out / "summary.csv")
+    if len(claims):
+        store.atomic_write_text(out / "claims.csv", claims.to_csv(index=False, float_format="%.6g"))
+        tex = _latex(claims_table(claims),
+                     f"Claims of {title}: verdict per seed, with the measured statistic, "
+                     "its target and tolerance.", "tab:claims")
+        store.atomic_write_text(out / "claims.tex", tex)
+        written += [out / "claims.csv", out / "claims.tex"]
+    cur = curvature_table(runs)
+    math_cols = tuple(c for c in cur.columns if c not in ("Task", "n"))
+    tex = _latex(cur, f"Curvature summary of {title}: first step $t^*$ at which the sharpness "
+                      "quantity $q$ reaches the optimizer's threshold $T$, its median relative to "
+                      "$T$ afterwards, final loss and accuracy; mean $\\pm$ standard error over "
+                      "$n$ seeds.", "tab:curvature", math_cols)
+    store.atomic_write_text(out / "curvature.tex", tex)
+    written.append(out / "curvature.tex")
+    store.atomic_write_text(out / "summary.json", json.dumps(
+        {"runs": json.loads(runs.to_json(orient="records")),
+         "claims": json.loads(claims.to_json(orient="records")) if len(claims) else []},
+        indent=1, sort_keys=True) + "\n")
+    written.append(out / "summary.json")
+    return written

@@ -1,0 +1,366 @@
+"""The runner: train one task with one seed, recording a time series.
+
+Deterministic: Python, NumPy and torch are seeded from the run's seed,
+deterministic algorithms are requested (``warn_only`` where an op has no
+deterministic kernel) and TF32 is off unless asked for.  On CPU two runs with
+the same task and seed give bitwise identical time series.
+
+Data are placed on the device once.  Full-batch gradients are accumulated over
+chunks of at most ``physical_batch_size`` examples (each chunk's mean loss
+weighted by its share of the data), so memory stays bounded and the gradient
+is that of the mean loss over all examples.  Mini-batch methods draw batches
+from a per-epoch random permutation (a seeded generator; the last partial
+batch of an epoch is dropped so every step sees ``batch_size`` examples).
+
+At step ``k`` the runner (1) takes the due measurements on the parameters
+:math:`\\theta_k`, (2) evaluates on the test set when due, (3) performs the
+update; the record of step ``k`` holds the training loss at :math:`\\theta_k`.
+A non-finite loss or parameter ends the run with status ``diverged`` at that
+step; no curve is padded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import provenance, store
+from .errors import UserError
+from .losses import LOSSES, accuracy_count
+from .measure import Context, build_measurements
+from .task import Task, content_hash, slug, to_dict
+
+FLUSH_SECONDS = 30.0  # the time series on disk is at most this old while a run is going
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out: Path = Path("runs")  # results root
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    physical_batch_size: int | None = 4096  # examples per forward/backward chunk (None = all)
+    data_root: str | None = None  # CIFAR root; default: the EOSBENCH_DATA variable
+    force: bool = False  # recompute even if a finished run with the same hash exists
+    progress: bool | None = None  # progress bar; None = only when stderr is a terminal
+    allow_tf32: bool = False  # TF32 matmuls on Ampere+ GPUs (faster, less exact)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r} (use auto, cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"unsupported device {name!r} (use auto, cpu or cuda)")
+    return device
+
+
+def seed_everything(seed: int, device: torch.device, allow_tf32: bool = False) -> None:
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+
+
+@contextlib.contextmanager
+def preserved_buffers(model: nn.Module) -> Iterator[None]:
+    """Restore every buffer (BatchNorm running statistics) on exit."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, v in saved:
+                b.copy_(v)
+
+
+def _chunks(n: int, size: int | None) -> list[slice]:
+    size = n if not size else size
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+class Objective:
+    """The training loss over a batch of data, evaluated in chunks."""
+
+    def __init__(self, model: nn.Module, loss_fn, physical_batch_size: int | None):
+        self.model = model
+        self.loss_fn = loss_fn
+        self.pbs = physical_batch_size
+
+    def closure(self, x: Tensor, y: Tensor):
+        """A closure ``closure(update_bn=True) -> loss`` filling ``.grad`` (optimizer contract)."""
+        stats: dict[str, Any] = {}
+
+        def closure(update_bn: bool = True) -> Tensor:
+            ctx = contextlib.nullcontext() if update_bn else preserved_buffers(self.model)
+            with ctx:
+                self.model.zero_grad(set_to_none=False)
+                n = x.shape[0]
+                total = torch.zeros((), device=x.device)
+                correct = torch.zeros((), device=x.device)
+                has_acc = True
+                for s in _chunks(n, self.pbs):
+                    out = self.model(x[s])
+                    loss = self.loss_fn(out, y[s])
+                    (loss * ((s.stop - s.start) / n)).backward()
+                    total += loss.detach() * (s.stop - s.start)
+                    c = accuracy_count(out.detach(), y[s])
+                    has_acc = has_acc and c is not None
+                    if c is not None:
+                        correct += c
+            if "loss" not in stats:  # the first call is at the unperturbed parameters
+                stats["loss"] = total / n
+                stats["acc"] = correct / n if has_acc else None
+            return total / n
+
+        return closure, stats
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor, train_mode: bool) -> dict[str, float]:
+        """Mean loss and accuracy; train mode uses batch statistics but keeps buffers."""
+        was_training = self.model.training
+        self.model.train(train_mode)
+        with preserved_buffers(self.model):
+            total, correct, has_acc = 0.0, 0.0, True
+            for s in _chunks(x.shape[0], self.pbs):
+                out = self.model(x[s])
+                total += float(self.loss_fn(out, y[s])) * (s.stop - s.start)
+                c = accuracy_count(out, y[s])
+                has_acc = has_acc and c is not None
+                correct += float(c) if c is not None else 0.0
+        self.model.train(was_training)
+        n = x.shape[0]
+        return {"loss": total / n, "acc": correct / n if has_acc else float("nan")}
+
+
+def _finite_params(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+class _Batches:
+    """Mini-batch indices from per-epoch permutations of a seeded generator."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        if batch_size > n:
+            raise UserError(f"optimizer.batch_size={batch_size} exceeds the {n} training examples")
+        self.n, self.b = n, batch_size
+        self.per_epoch = n // batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm: Tensor | None = None
+
+    def indices(self, step: int) -> Tensor:
+        i = step % self.per_epoch
+        if i == 0 or self.perm is None:
+            self.perm = torch.randperm(self.n, generator=self.gen)
+        return self.perm[i * self.b : (i + 1) * self.b]
+
+
+def _progress(total: int, desc: str, enabled: bool | None):
+    from tqdm.auto import tqdm
+
+    disable = not sys.stderr.isatty() if enabled is None else not enabled
+    return tqdm(total=total, desc=desc, disable=disable, leave=False, dynamic_ncols=True)
+
+
+def run(task: Task, seed: int, opts: RunOptions = RunOptions()) -> Path:
+    """Run ``task`` with ``seed``; return its run directory (reused if already finished)."""
+    from .data import load_dataset
+    from .models import build_model
+    from .optim import build_optimizer
+
+    thash = content_hash(task)
+    rdir = store.run_dir(opts.out, slug(task.name) + _variant(task), seed)
+    if not opts.force and store.finished_run(rdir, thash, seed):
+        return rdir
+    device = resolve_device(opts.device)
+    loss_fn = LOSSES.get(task.loss)
+    data = load_dataset(task.data, opts.data_root)
+    with store.locked(rdir):
+        seed_everything(seed, device, opts.allow_tf32)
+        model = build_model(task.model, data.input_shape, data.n_classes).to(device)
+        model.train()
+        optimizer = build_optimizer(task.optimizer, model.parameters())
+        x_tr, y_tr = data.x_train.to(device), data.y_train.to(device)
+        x_te, y_te = data.x_test.to(device), data.y_test.to(device)
+        meta: dict[str, Any] = {
+            "task": to_dict(task),
+            "task_hash": thash,
+            "seed": seed,
+            "status": "running",
+            "step": 0,
+            "diverged_at": None,
+            "stop_reason": None,
+            "error": None,
+            "provenance": {
+                **provenance.collect(device),
+                "physical_batch_size": opts.physical_batch_size,
+                "dataset": data.identity,
+                "dataset_checksum": data.checksum,
+                "n_train": int(x_tr.shape[0]),
+                "n_test": int(x_te.shape[0]),
+                "n_params": sum(p.numel() for p in model.parameters()),
+            },
+        }
+        trainer = _Trainer(task, seed, opts, model, loss_fn, optimizer, (x_tr, y_tr, x_te, y_te))
+        started = time.time()
+        store.atomic_write_json(rdir / store.RUN_FILE, meta)
+        try:
+            trainer.train(lambda: _flush(rdir, meta, trainer, started))
+        except KeyboardInterrupt:
+            meta["status"] = "interrupted"
+            _flush(rdir, meta, trainer, started)
+            raise
+        except Exception as e:
+            meta["status"] = "failed"
+            meta["error"] = f"{type(e).__name__}: {e}"
+            _flush(rdir, meta, trainer, started)
+            raise
+        meta.update(trainer.outcome)
+        _flush(rdir, meta, trainer, started)
+    return rdir
+
+
+def _variant(task: Task) -> str:
+    """Suffix distinguishing an overridden task from the registered one of the same name."""
+    from .suites import TASKS
+
+    if task.name in TASKS and content_hash(TASKS.get(task.name)) == content_hash(task):
+        return ""
+    return "@" + content_hash(task)[:10]
+
+
+def _flush(rdir: Path, meta: dict[str, Any], trainer: _Trainer, started: float) -> None:
+    meta["step"] = trainer.step
+    meta["wall_seconds"] = time.time() - started
+    meta["measure_seconds"] = trainer.measure_seconds
+    store.atomic_write_text(rdir / store.METRICS_FILE, store.dumps_records(trainer.records))
+    store.atomic_write_json(rdir / store.RUN_FILE, meta)
+
+
+class _Trainer:
+    def __init__(self, task, seed, opts, model, loss_fn, optimizer, tensors):
+        self.task, self.seed, self.opts = task, seed, opts
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.x_tr, self.y_tr, self.x_te, self.y_te = tensors
+        self.objective = Objective(model, loss_fn, opts.physical_batch_size)
+        self.measurements = build_measurements(task)
+        self.records: list[dict[str, Any]] = []
+        self.step = 0
+        self.measure_seconds = 0.0
+        self.outcome: dict[str, Any] = {"status": "completed"}
+        n = self.x_tr.shape[0]
+        b = task.optimizer.batch_size
+        self.batches = _Batches(n, b, seed + 1_000_003) if b else None
+        self.ctx = Context(
+            task=task, step=0, model=model, loss_fn=loss_fn, x_train=self.x_tr, y_train=self.y_tr,
+            optimizer=optimizer, physical_batch_size=opts.physical_batch_size,
+            generator=torch.Generator(device=self.x_tr.device).manual_seed(seed + 2_000_003),
+        )
+        if task.data.augment:
+            from .data.augment import random_crop_flip
+
+            gen = torch.Generator(device=self.x_tr.device).manual_seed(seed + 3_000_017)
+            self.augment = lambda x: random_crop_flip(x, gen)
+        else:
+            self.augment = None
+
+    def _measure(self, rec: dict[str, Any], final: bool) -> None:
+        self.ctx.step = self.step
+        for every, name, m in self.measurements:
+            if final or (every and self.step % every == 0):
+                t0 = time.perf_counter()
+                values = m(self.ctx)
+                self.measure_seconds += time.perf_counter() - t0
+                clash = set(values) & set(rec)
+                if clash:
+                    raise RuntimeError(f"measurement {name!r} overwrites {sorted(clash)}")
+                rec.update(values)
+
+    def _evaluate(self, rec: dict[str, Any], final: bool) -> None:
+        every = self.task.schedule.eval_every
+        if not (final or (every and self.step % every == 0)):
+            return
+        if self.batches is not None or final:
+            tr = self.objective.evaluate(self.x_tr, self.y_tr, train_mode=True)
+            rec["train_loss"], rec["train_acc"] = tr["loss"], tr["acc"]
+        if self.x_te.shape[0]:
+            te = self.objective.evaluate(self.x_te, self.y_te, train_mode=False)
+            rec["test_loss"], rec["test_acc"] = te["loss"], te["acc"]
+
+    def _stop_reason(self, rec: dict[str, Any]) -> str | None:
+        s = self.task.schedule
+        loss, acc = rec.get("train_loss"), rec.get("train_acc")
+        if s.stop_loss is not None and loss is not None and loss < s.stop_loss:
+            return f"train_loss < {s.stop_loss}"
+        if s.stop_accuracy is not None and acc is not None and acc >= s.stop_accuracy:
+            return f"train_acc >= {s.stop_accuracy}"
+        return None
+
+    def train(self, flush) -> None:
+        total = self.task.total_steps(self.x_tr.shape[0])
+        last_flush = time.time()
+        bar = _progress(total, self.task.name, self.opts.progress)
+        try:
+            while self.step < total:
+                rec: dict[str, Any] = {"step": self.step}
+                self._measure(rec, final=False)
+                self._evaluate(rec, final=False)
+                if self.batches is None:
+                    x, y = self.x_tr, self.y_tr
+                else:
+                    idx = self.batches.indices(self.step).to(self.x_tr.device)
+                    x, y = self.x_tr[idx], self.y_tr[idx]
+                if self.augment is not None:
+                    x = self.augment(x)
+                closure, stats = self.objective.closure(x, y)
+                self.optimizer.step(closure)
+                loss = float(stats["loss"])
+                acc = None if stats["acc"] is None else float(stats["acc"])
+                key = "train" if self.batches is None and self.augment is None else "batch"
+                rec[f"{key}_loss"] = loss
+                if acc is not None:
+                    rec[f"{key}_acc"] = acc
+                self.records.append(rec)
+                if not math.isfinite(loss) or not _finite_params(self.model):
+                    self.outcome = {"status": "diverged", "diverged_at": self.step}
+                    return
+                reason = self._stop_reason(rec)
+                self.step += 1
+                if reason:
+                    self.outcome["stop_reason"] = reason
+                    break
+                if self.step % 10 == 0:
+                    bar.update(10)
+                    post = {"loss": f"{loss:.4g}"}
+                    last = next((r for r in reversed(self.records[-200:]) if "sharpness" in r), None)
+                    if last is not None:
+                        post["sharpness"] = f"{last['sharpness']:.4g}"
+                    bar.set_postfix(post, refresh=False)
+                if time.time() - last_flush > FLUSH_SECONDS:
+                    flush()
+                    last_flush = time.time()
+            rec = {"step": self.step}
+            self._measure(rec, final=True)
+            self._evaluate(rec, final=True)
+            self.records.append(rec)
+        finally:
+            bar.close()

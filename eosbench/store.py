@@ -1,0 +1,147 @@
+"""The results store: one directory per run, plain files, atomic writes.
+
+Layout::
+
+    <out>/<task slug>/seed-<k>/run.json       # resolved task, hash, status, provenance
+    <out>/<task slug>/seed-<k>/metrics.jsonl  # one JSON object per recorded step
+    <out>/<task slug>/seed-<k>/claims.json    # written by ``eosbench check``
+
+Every file is written to a temporary file in the same directory, flushed to
+disk and renamed over the target, so a reader sees the old or the new
+content, never a half-written file.  Non-finite floats are stored as ``null``
+(JSON has no NaN); a run whose loss became non-finite has status
+``diverged`` and ``diverged_at`` set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+CLAIMS_FILE = "claims.json"
+FINISHED = ("completed", "diverged")
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def dumps_records(records: Iterable[dict[str, Any]]) -> str:
+    return "".join(
+        json.dumps(_finite(r), sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n"
+        for r in records
+    )
+
+
+def read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file (an absent file has none)."""
+    records = []
+    if not Path(path).exists():
+        return records
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{i}: not valid JSON ({e})") from None
+    return records
+
+
+def run_dir(out: Path, task_slug: str, seed: int) -> Path:
+    return Path(out) / task_slug / f"seed-{seed}"
+
+
+def find_runs(paths: Iterable[Path]) -> list[Path]:
+    """Run directories (holding ``run.json``) at or below each path, sorted."""
+    found: set[Path] = set()
+    for p in paths:
+        p = Path(p)
+        if (p / RUN_FILE).is_file():
+            found.add(p)
+        elif p.is_dir():
+            found.update(f.parent for f in p.rglob(RUN_FILE))
+        elif p.name == RUN_FILE and p.is_file():
+            found.add(p.parent)
+        else:
+            raise UserError(f"{p}: not a run directory or a tree of them")
+    return sorted(found)
+
+
+def finished_run(path: Path, task_hash: str, seed: int) -> dict[str, Any] | None:
+    """The run record at ``path`` if it finished with this task hash and seed."""
+    f = Path(path) / RUN_FILE
+    if not f.is_file():
+        return None
+    try:
+        meta = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if meta.get("task_hash") == task_hash and meta.get("seed") == seed and meta.get("status") in FINISHED:
+        return meta
+    return None
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on run directory ``path`` (never two workers on one run)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{path}: another process is running this run") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,86 @@
+"""The registered tasks and suites.
+
+Task names read ``<dataset>/<model>/<loss>/<optimizer>[/<param>=<value>...]``;
+a suite is a named list of task names.  Every positive task expects PASS of its
+claims; a negative control states ``expect="FAIL"``.  Each band's calibration
+(the seeds' values it was set from) is written next to the task.
+
+The ``smoke`` suite is the main job on a fresh offline machine: scikit-learn's
+``digits`` (1,000 training examples, standardized; no download) with the
+fully-connected tanh network of Cohen et al. (two hidden layers of 200).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .registry import Registry
+from .task import (
+    ClaimSpec,
+    DataSpec,
+    MeasurementSpec,
+    ModelSpec,
+    OptimizerSpec,
+    ScheduleSpec,
+    Task,
+    options,
+)
+
+TASKS: Registry[Task] = Registry("task")
+SUITES: Registry[Suite] = Registry("suite")
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    tasks: tuple[str, ...]
+    description: str = ""
+
+
+def register(task: Task) -> Task:
+    TASKS.register(task.name, task)
+    return task
+
+
+def suite(name: str, tasks: list[Task], description: str) -> Suite:
+    s = Suite(name, tuple(t.name for t in tasks), description)
+    SUITES.register(name, s)
+    return s
+
+
+def _sharp(every: int, **kw) -> MeasurementSpec:
+    return MeasurementSpec("sharpness", every=every, options=options(**kw))
+
+
+COHEN2021 = "Cohen et al. 2021, Gradient Descent on Neural Networks Typically Occurs at the Edge of Stability (arXiv:2103.00065v3)"
+
+# --- smoke: digits, fc-tanh -------------------------------------------------------------------
+
+DIGITS = DataSpec(name="digits", n_train=1000)
+FC_TANH = ModelSpec(name="fc-tanh")
+
+# Calibration (seeds 0,1,2 on this 2-core CPU, 3000 steps): see results/smoke/README.md.
+gd_mse = register(Task(
+    name="digits/fc-tanh/mse/gd/lr=0.1",
+    data=DIGITS, model=FC_TANH, loss="mse",
+    optimizer=OptimizerSpec(name="sgd", lr=0.1),
+    schedule=ScheduleSpec(steps=3000, eval_every=250),
+    measurements=(_sharp(20),),
+    claims=(ClaimSpec("eos", options=options(band=(0.95, 1.1))),),
+    description="GD at lr=0.1 sharpens from ~4 to 2/lr=20 and hovers there while the loss falls",
+    reference=COHEN2021,
+))
+gd_mse_small_lr = register(replace(
+    gd_mse, name="digits/fc-tanh/mse/gd/lr=0.02",
+    optimizer=OptimizerSpec(name="sgd", lr=0.02),
+    claims=(ClaimSpec("eos", expect="FAIL", options=options(band=(0.95, 1.1))),),
+    description="negative control: at lr=0.02, 2/lr=100 is not reached in the budget",
+))
+hb_mse = register(replace(
+    gd_mse, name="digits/fc-tanh/mse/hb/lr=0.15,beta=0.5",
+    optimizer=OptimizerSpec(name="sgd", lr=0.15, momentum=0.5),
+    description="heavy-ball GD sharpens to (2+2beta)/lr=20 (not 2/lr=13.3) and hovers there",
+))
+
+SMOKE = suite("smoke", [gd_mse, gd_mse_small_lr, hb_mse],
+              "the main job: digits + fc-tanh on CPU in minutes; EoS, momentum, EoSS, linear net")

@@ -1,0 +1,259 @@
+"""A benchmark task is data: a frozen dataclass composed of small specs.
+
+Variants come from :func:`dataclasses.replace` (or :func:`apply_overrides` for
+the CLI's dotted ``--set`` keys), never from subclasses.  A task's identity is
+the SHA-256 of its canonical JSON (:func:`content_hash`); a completed run with
+the same hash is reused by the results store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from .errors import OverrideError, UserError, suggest
+
+Options = tuple[tuple[str, Any], ...]  # frozen keyword arguments, sorted by key
+
+
+def options(**kwargs: Any) -> Options:
+    """Freeze keyword arguments into a hashable, canonically ordered tuple."""
+    return tuple(sorted(kwargs.items()))
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str = "digits"  # registered data set: digits | cifar10 | cifar100
+    n_train: int | None = None  # training examples used (None = all available)
+    n_test: int | None = None  # test examples used (None = all available)
+    subset: str = "first"  # first (official order) | balanced | random
+    subset_seed: int = 0  # seed of the balanced/random subsets
+    standardize: bool = True  # center and scale with statistics of the training subset
+    label_noise: float = 0.0  # fraction of training labels replaced uniformly at random
+    noise_seed: int = 0  # seed of the label noise
+    augment: bool = False  # random crop (4-pixel padding) + horizontal flip, per step
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str = "fc-tanh"  # registered architecture, e.g. fc-tanh, cnn-relu, resnet20
+    width: int | None = None  # hidden width / channels (None = the architecture's default)
+    depth: int | None = None  # hidden layers / blocks (None = the architecture's default)
+    batchnorm: bool = False  # BatchNorm after each hidden layer where the model supports it
+    init_scale: float = 1.0  # multiplies the default initialization of every weight
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str = "sgd"  # registered optimizer: sgd | adam | rmsprop | sam | tracer ...
+    lr: float = 0.01  # step size eta, per step
+    momentum: float = 0.0  # heavy-ball/Nesterov beta (sgd and sgd-based methods)
+    nesterov: bool = False  # Nesterov instead of heavy-ball momentum
+    batch_size: int | None = None  # examples per step; None = full batch (GD)
+    weight_decay: float = 0.0  # L2 coefficient added to the gradient
+    beta1: float = 0.9  # Adam first-moment decay
+    beta2: float = 0.999  # Adam/RMSProp second-moment decay
+    eps: float = 1e-8  # Adam/RMSProp denominator constant
+    rho: float = 0.05  # SAM radius / TRACER regularization strength
+    normalized: bool = True  # SAM: normalized ascent step (Foret et al. 2021)
+    base: str = "sgd"  # base update of SAM/TRACER: sgd | adam
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    steps: int | None = 1000  # optimizer steps (None: use epochs)
+    epochs: int | None = None  # passes over the training set (used when steps is None)
+    stop_loss: float | None = None  # stop once the full-batch train loss is below this
+    stop_accuracy: float | None = None  # stop once the train accuracy is at least this
+    eval_every: int = 100  # steps between test-set evaluations (0 = never)
+
+
+@dataclass(frozen=True)
+class MeasurementSpec:
+    name: str  # registered measurement, e.g. sharpness, batch_sharpness
+    every: int = 20  # steps between measurements (also taken at step 0 and the last step)
+    options: Options = ()
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    name: str  # registered claim, e.g. gd_eos
+    expect: str = "PASS"  # PASS, or FAIL for a negative control
+    options: Options = ()
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    loss: str = "mse"  # mse | ce
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    measurements: tuple[MeasurementSpec, ...] = ()
+    claims: tuple[ClaimSpec, ...] = ()
+    seeds: tuple[int, ...] = (0, 1, 2)
+    description: str = ""  # one line: what the task shows
+    reference: str = ""  # the paper it reproduces
+
+    def measurement(self, name: str) -> MeasurementSpec | None:
+        return next((m for m in self.measurements if m.name == name), None)
+
+    def total_steps(self, n_train: int) -> int:
+        """Optimizer steps implied by the schedule for ``n_train`` examples."""
+        if self.schedule.steps is not None:
+            return self.schedule.steps
+        bs = self.optimizer.batch_size or n_train
+        return self.schedule.epochs * math.ceil(n_train / bs)
+
+
+# ---------------------------------------------------------------------------
+# canonical form, hash, slug
+
+
+def _tuples(x: Any) -> Any:
+    return tuple(_tuples(e) for e in x) if isinstance(x, list | tuple) else x
+
+
+def to_dict(task: Task) -> dict[str, Any]:
+    """Plain JSON-able dict of a task (``options`` as dicts, tuples as lists)."""
+
+    def conv(x: Any) -> Any:
+        if dataclasses.is_dataclass(x):
+            return {
+                f.name: ({k: conv(v) for k, v in getattr(x, f.name)} if f.name == "options"
+                         else conv(getattr(x, f.name)))
+                for f in fields(x)
+            }
+        if isinstance(x, tuple):
+            return [conv(e) for e in x]
+        return x
+
+    return conv(task)
+
+
+def from_dict(d: dict[str, Any]) -> Task:
+    """Inverse of :func:`to_dict`: ``from_dict(to_dict(t)) == t``."""
+
+    def spec(cls, sub):
+        kw = {k: (options(**{o: _tuples(w) for o, w in v.items()}) if k == "options" else v)
+              for k, v in sub.items()}
+        return cls(**kw)
+
+    try:
+        return _from_dict(d, spec)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise UserError(f"invalid task definition ({type(e).__name__}: {e})") from None
+
+
+def _from_dict(d: dict[str, Any], spec) -> Task:
+    return Task(
+        name=d["name"],
+        data=spec(DataSpec, d["data"]),
+        model=spec(ModelSpec, d["model"]),
+        loss=d["loss"],
+        optimizer=spec(OptimizerSpec, d["optimizer"]),
+        schedule=spec(ScheduleSpec, d["schedule"]),
+        measurements=tuple(spec(MeasurementSpec, m) for m in d["measurements"]),
+        claims=tuple(spec(ClaimSpec, c) for c in d["claims"]),
+        seeds=tuple(d["seeds"]),
+        description=d.get("description", ""),
+        reference=d.get("reference", ""),
+    )
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def content_hash(task: Task) -> str:
+    """SHA-256 of everything that defines the computation (not the prose fields)."""
+    d = to_dict(task)
+    for k in ("description", "reference", "seeds"):
+        d.pop(k)
+    return hashlib.sha256(canonical_json(d).encode()).hexdigest()
+
+
+def slug(name: str) -> str:
+    """A file-system-safe directory name for a task name."""
+    s = name.replace("/", "__")
+    return re.sub(r"[^A-Za-z0-9_.=+,-]", "-", s)
+
+
+# ---------------------------------------------------------------------------
+# type-checked dotted overrides (nanoGPT's configurator, with types enforced)
+
+_SPEC_FIELDS = {"data": DataSpec, "model": ModelSpec, "optimizer": OptimizerSpec, "schedule": ScheduleSpec}
+
+
+def _allowed_types(cls: type, name: str) -> tuple[type, ...]:
+    hint = typing.get_type_hints(cls)[name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return tuple(typing.get_args(hint))
+    return (hint,)
+
+
+def parse_value(text: str, allowed: tuple[type, ...], key: str) -> Any:
+    """Parse ``text`` as one of ``allowed`` (int, float, bool, str, NoneType)."""
+    t = text.strip()
+    if type(None) in allowed and t.lower() in ("none", "null"):
+        return None
+    if bool in allowed:
+        if t.lower() in ("true", "1", "yes"):
+            return True
+        if t.lower() in ("false", "0", "no"):
+            return False
+    if int in allowed and re.fullmatch(r"[+-]?\d+", t):
+        return int(t)
+    if float in allowed:
+        try:
+            v = float(t)
+        except ValueError:
+            pass
+        else:
+            if not math.isfinite(v):
+                raise OverrideError(f"override {key}={text!r}: value must be finite")
+            return v
+    if str in allowed and t:
+        return t
+    names = " or ".join("none" if a is type(None) else a.__name__ for a in allowed)
+    raise OverrideError(f"override {key}={text!r}: expected {names}")
+
+
+def apply_overrides(task: Task, overrides: list[str] | tuple[str, ...]) -> Task:
+    """Apply ``KEY=VALUE`` overrides with dotted keys, checking keys and types.
+
+    ``seed=N`` restricts the task to that one seed.  Raises :class:`OverrideError`.
+    """
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise OverrideError(f"override {item!r} is not of the form KEY=VALUE")
+        if key in ("seed", "seeds"):
+            seeds = tuple(parse_value(v, (int,), key) for v in value.split(","))
+            task = replace(task, seeds=seeds)
+            continue
+        head, _, attr = key.partition(".")
+        if head == "loss" and not attr:
+            task = replace(task, loss=parse_value(value, (str,), key))
+            continue
+        cls = _SPEC_FIELDS.get(head)
+        if cls is None or not attr:
+            valid = [f"{h}.{f.name}" for h, c in _SPEC_FIELDS.items() for f in fields(c)]
+            valid += ["loss", "seed"]
+            raise OverrideError(f"unknown override key {key!r}{suggest(key, valid)}")
+        names = [f.name for f in fields(cls)]
+        if attr not in names:
+            close = suggest(key, [f"{head}.{n}" for n in names])
+            raise OverrideError(f"unknown override key {key!r}{close}")
+        parsed = parse_value(value, _allowed_types(cls, attr), key)
+        task = replace(task, **{head: replace(getattr(task, head), **{attr: parsed})})
+    return task
