@@ -76,7 +76,7 @@ def gd_step(model: nn.Module, x: Tensor, y: Tensor, lr: float) -> float:
     with torch.no_grad():
         for p in model.parameters():
             p -= lr * p.grad
-    return float(loss)
+    return loss.item()
 
 
 # -- (c) Cohen et al.-style reference ---------------------------------------------------------
@@ -94,8 +94,9 @@ def cohen_style(model: nn.Module, x: Tensor, y: Tensor, chunk: int, tol: float
         for i in range(0, n, chunk):
             loss = 0.5 * ((model(x[i:i + chunk]) - y[i:i + chunk]) ** 2).sum() / n
             grads = torch.autograd.grad(loss, params, create_graph=True)
-            dot = parameters_to_vector(grads).mul(v).sum()
-            out += parameters_to_vector(torch.autograd.grad(dot, params, retain_graph=True))
+            dot = parameters_to_vector([g.contiguous() for g in grads]).mul(v).sum()
+            hv = torch.autograd.grad(dot, params, retain_graph=True)
+            out += parameters_to_vector([t.contiguous() for t in hv])
         return out
 
     def matvec(vec: np.ndarray) -> np.ndarray:

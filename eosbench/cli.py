@@ -26,11 +26,17 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("-v", "--verbose", action="store_true", help="show claims and description")
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--out", type=Path, default=Path("runs"), help="results root (default: runs)")
+        sp.add_argument(
+            "--out", type=Path, default=Path("runs"), help="results root (default: runs)"
+        )
         sp.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
         sp.add_argument("--data", dest="data_root", help="data root (default: $EOSBENCH_DATA)")
-        sp.add_argument("--physical-batch-size", type=int, default=4096,
-                        help="examples per forward/backward chunk (default: 4096)")
+        sp.add_argument(
+            "--physical-batch-size",
+            type=int,
+            default=4096,
+            help="examples per forward/backward chunk (default: 4096)",
+        )
         sp.add_argument("--force", action="store_true", help="recompute finished runs")
         sp.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on GPU")
         sp.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -38,8 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run one task; prints the run directory last")
     r.add_argument("task")
     r.add_argument("--seed", type=int, help="seed (default: the task's first seed)")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a task field, e.g. optimizer.lr=0.05 (repeatable)")
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a task field, e.g. optimizer.lr=0.05 (repeatable)",
+    )
     common(r)
 
     c = sub.add_parser("check", help="evaluate the claims of runs; exit 1 if any is unexpected")
@@ -67,9 +79,15 @@ def _run_options(a: argparse.Namespace):
 
     if a.physical_batch_size is not None and a.physical_batch_size <= 0:
         raise UserError("--physical-batch-size must be positive")
-    return RunOptions(out=a.out, device=a.device, physical_batch_size=a.physical_batch_size,
-                      data_root=a.data_root, force=a.force, allow_tf32=a.tf32,
-                      progress=False if a.no_progress else None)
+    return RunOptions(
+        out=a.out,
+        device=a.device,
+        physical_batch_size=a.physical_batch_size,
+        data_root=a.data_root,
+        force=a.force,
+        allow_tf32=a.tf32,
+        progress=False if a.no_progress else None,
+    )
 
 
 def cmd_tasks(a: argparse.Namespace) -> int:
@@ -166,13 +184,21 @@ def cmd_data(a: argparse.Namespace) -> int:
         print(download(a.name, root))
         return 0
     d = load_dataset(DataSpec(name=a.name), a.data_root)
-    print(f"{d.identity}\ntrain {tuple(d.x_train.shape)} test {tuple(d.x_test.shape)} "
-          f"classes {d.n_classes}\nsha256 {d.checksum}")
+    print(
+        f"{d.identity}\ntrain {tuple(d.x_train.shape)} test {tuple(d.x_test.shape)} "
+        f"classes {d.n_classes}\nsha256 {d.checksum}"
+    )
     return 0
 
 
-COMMANDS = {"tasks": cmd_tasks, "run": cmd_run, "check": cmd_check, "reproduce": cmd_reproduce,
-            "report": cmd_report, "data": cmd_data}
+COMMANDS = {
+    "tasks": cmd_tasks,
+    "run": cmd_run,
+    "check": cmd_check,
+    "reproduce": cmd_reproduce,
+    "report": cmd_report,
+    "data": cmd_data,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

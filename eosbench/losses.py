@@ -9,7 +9,6 @@ float values themselves.  ``ce`` is the usual softmax cross-entropy.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -49,8 +49,12 @@ def _operator(ctx: Context, preconditioner=None):
     from .curvature import LossOperator
 
     return LossOperator(
-        ctx.model, ctx.loss_fn, ctx.x_train, ctx.y_train,
-        physical_batch_size=ctx.physical_batch_size, preconditioner=preconditioner,
+        ctx.model,
+        ctx.loss_fn,
+        ctx.x_train,
+        ctx.y_train,
+        physical_batch_size=ctx.physical_batch_size,
+        preconditioner=preconditioner,
     )
 
 
@@ -59,7 +63,11 @@ def _top(ctx: Context, key: str, op, k: int, tol: float, max_products: int) -> d
 
     t0 = time.perf_counter()
     res = top_eigenpairs(
-        op, k=k, tol=tol, max_products=max_products, init=ctx.cache.get(key),
+        op,
+        k=k,
+        tol=tol,
+        max_products=max_products,
+        init=ctx.cache.get(key),
         generator=ctx.generator,
     )
     ctx.cache[key] = res.eigenvectors.detach()
@@ -125,8 +133,15 @@ def batch_sharpness(
             raise ValueError("batch_sharpness needs a batch size (the task is full batch)")
         t0 = time.perf_counter()
         r = estimate(
-            ctx.model, ctx.loss_fn, ctx.x_train, ctx.y_train, b, generator=ctx.generator,
-            rel_se=rel_se, min_batches=min_batches, max_batches=max_batches,
+            ctx.model,
+            ctx.loss_fn,
+            ctx.x_train,
+            ctx.y_train,
+            b,
+            generator=ctx.generator,
+            rel_se=rel_se,
+            min_batches=min_batches,
+            max_batches=max_batches,
         )
         return {
             "batch_sharpness": float(r.mean),
@@ -158,6 +173,27 @@ def trace(n_samples: int = 30, method: str = "hutch++") -> Measurement:
     return measure
 
 
+@MEASUREMENTS.register("linear2_state")
+def linear2_state() -> Measurement:
+    r"""Parameters :math:`a, b` of ``linear2`` and the sharpness of the gradient-flow
+    solution reached from them, :math:`S_{GF} = m_2\sqrt{(a^2-b^2)^2 + 4c^{*2}}` with
+    :math:`m_2 = \frac1n\sum x_i^2`, :math:`c^* = \sum x_i y_i / \sum x_i^2` (gradient
+    flow conserves :math:`a^2-b^2`; eosbench's ``mse`` carries a factor 1/2).  No HVPs.
+    """
+
+    def measure(ctx: Context) -> dict[str, float]:
+        a, b = float(ctx.model.a.detach()), float(ctx.model.b.detach())
+        x = ctx.x_train.reshape(-1).double()
+        y = ctx.y_train.reshape(-1).double()
+        m2 = float((x * x).mean())
+        c = float((x * y).sum() / (x * x).sum())
+        return {"a": a, "b": b, "gf_sharpness": m2 * ((a * a - b * b) ** 2 + 4 * c * c) ** 0.5}
+
+    return measure
+
+
 def build_measurements(task: Task) -> list[tuple[int, str, Measurement]]:
     """(every, name, callable) for each measurement of ``task``."""
-    return [(m.every, m.name, MEASUREMENTS.get(m.name)(**dict(m.options))) for m in task.measurements]
+    return [
+        (m.every, m.name, MEASUREMENTS.get(m.name)(**dict(m.options))) for m in task.measurements
+    ]

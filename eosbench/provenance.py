@@ -24,13 +24,19 @@ def git_commit() -> str | None:
         return None
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=root, capture_output=True,
-            text=True, timeout=10,
+            ["git", "rev-parse", "--verify", "-q", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         sha = head.stdout.strip() if head.returncode == 0 else ""
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", "eosbench"],
-            cwd=root, capture_output=True, text=True, timeout=10,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

@@ -94,7 +94,7 @@ def preserved_buffers(model: nn.Module) -> Iterator[None]:
 
 
 def _chunks(n: int, size: int | None) -> list[slice]:
-    size = n if not size else size
+    size = size or n
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
@@ -271,8 +271,14 @@ class _Trainer:
         b = task.optimizer.batch_size
         self.batches = _Batches(n, b, seed + 1_000_003) if b else None
         self.ctx = Context(
-            task=task, step=0, model=model, loss_fn=loss_fn, x_train=self.x_tr, y_train=self.y_tr,
-            optimizer=optimizer, physical_batch_size=opts.physical_batch_size,
+            task=task,
+            step=0,
+            model=model,
+            loss_fn=loss_fn,
+            x_train=self.x_tr,
+            y_train=self.y_tr,
+            optimizer=optimizer,
+            physical_batch_size=opts.physical_batch_size,
             generator=torch.Generator(device=self.x_tr.device).manual_seed(seed + 2_000_003),
         )
         if task.data.augment:
@@ -351,7 +357,9 @@ class _Trainer:
                 if self.step % 10 == 0:
                     bar.update(10)
                     post = {"loss": f"{loss:.4g}"}
-                    last = next((r for r in reversed(self.records[-200:]) if "sharpness" in r), None)
+                    last = next(
+                        (r for r in reversed(self.records[-200:]) if "sharpness" in r), None
+                    )
                     if last is not None:
                         post["sharpness"] = f"{last['sharpness']:.4g}"
                     bar.set_postfix(post, refresh=False)

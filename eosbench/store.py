@@ -61,7 +61,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    atomic_write_text(
+        path, json.dumps(_finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    )
 
 
 def dumps_records(records: Iterable[dict[str, Any]]) -> str:
@@ -126,7 +128,11 @@ def finished_run(path: Path, task_hash: str, seed: int) -> dict[str, Any] | None
         meta = json.loads(f.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if meta.get("task_hash") == task_hash and meta.get("seed") == seed and meta.get("status") in FINISHED:
+    if (
+        meta.get("task_hash") == task_hash
+        and meta.get("seed") == seed
+        and meta.get("status") in FINISHED
+    ):
         return meta
     return None
 

@@ -128,8 +128,11 @@ def to_dict(task: Task) -> dict[str, Any]:
     def conv(x: Any) -> Any:
         if dataclasses.is_dataclass(x):
             return {
-                f.name: ({k: conv(v) for k, v in getattr(x, f.name)} if f.name == "options"
-                         else conv(getattr(x, f.name)))
+                f.name: (
+                    {k: conv(v) for k, v in getattr(x, f.name)}
+                    if f.name == "options"
+                    else conv(getattr(x, f.name))
+                )
                 for f in fields(x)
             }
         if isinstance(x, tuple):
@@ -143,8 +146,10 @@ def from_dict(d: dict[str, Any]) -> Task:
     """Inverse of :func:`to_dict`: ``from_dict(to_dict(t)) == t``."""
 
     def spec(cls, sub):
-        kw = {k: (options(**{o: _tuples(w) for o, w in v.items()}) if k == "options" else v)
-              for k, v in sub.items()}
+        kw = {
+            k: (options(**{o: _tuples(w) for o, w in v.items()}) if k == "options" else v)
+            for k, v in sub.items()
+        }
         return cls(**kw)
 
     try:
@@ -190,7 +195,12 @@ def slug(name: str) -> str:
 # ---------------------------------------------------------------------------
 # type-checked dotted overrides (nanoGPT's configurator, with types enforced)
 
-_SPEC_FIELDS = {"data": DataSpec, "model": ModelSpec, "optimizer": OptimizerSpec, "schedule": ScheduleSpec}
+_SPEC_FIELDS = {
+    "data": DataSpec,
+    "model": ModelSpec,
+    "optimizer": OptimizerSpec,
+    "schedule": ScheduleSpec,
+}
 
 
 def _allowed_types(cls: type, name: str) -> tuple[type, ...]:

@@ -204,7 +204,7 @@ class _NoVmap(nn.Module):
 def test_matmat_falls_back_to_a_loop_when_vmap_fails():
     model, x, y = problem("mlp")
     model[1] = _NoVmap()
-    op = LossOperator(model, mse, x, y)
+    op = LossOperator(model, mse, x, y, physical_batch_size=8)  # chunks: jvp-of-grad products
     V = torch.randn(op.dim, 3, dtype=torch.float64)
     torch.testing.assert_close(op.matmat(V), dense_hessian(model, mse, x, y) @ V,
                                rtol=1e-10, atol=1e-12)

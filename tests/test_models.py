@@ -213,7 +213,12 @@ def test_linear2_hessian_closed_form():
     dense = torch.stack([torch.stack([h[i][j] for j in "ab"]) for i in "ab"])
     expected = 2 * x.square().mean() * (a**2 + (0.7 / a) ** 2)
     torch.testing.assert_close(torch.linalg.eigvalsh(dense).max(), expected)
-    assert 0.5 <= model.a.item() <= 1.5 and 0.5 <= model.b.item() <= 1.5
+    # the documented unbalanced initialization: a = 1 +- 5%, b = 0.025 (1 +- 5%)
+    torch.manual_seed(0)
+    fresh = build_model(ModelSpec(name="linear2"), SCALAR, 1)
+    assert 0.95 <= fresh.a.item() <= 1.05 and 0.02375 <= fresh.b.item() <= 0.02625
+    scaled = build_model(ModelSpec(name="linear2", init_scale=4.0), SCALAR, 1)
+    assert 3.8 <= scaled.a.item() <= 4.2 and 0.095 <= scaled.b.item() <= 0.105
 
 
 @pytest.mark.parametrize("name", MODELS.list())

@@ -48,15 +48,22 @@ class Verdict:
 class Trajectory:
     """A run's time series: ``values(name)`` gives (steps, values) where recorded and finite."""
 
-    def __init__(self, records: list[dict[str, Any]], status: str = "completed",
-                 diverged_at: int | None = None):
+    def __init__(
+        self,
+        records: list[dict[str, Any]],
+        status: str = "completed",
+        diverged_at: int | None = None,
+    ):
         self.records = records
         self.status = status
         self.diverged_at = diverged_at
 
     def values(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        pts = [(r["step"], r[name]) for r in self.records
-               if r.get(name) is not None and math.isfinite(r[name])]
+        pts = [
+            (r["step"], r[name])
+            for r in self.records
+            if r.get(name) is not None and math.isfinite(r[name])
+        ]
         if not pts:
             return np.zeros(0, dtype=int), np.zeros(0)
         s, v = zip(*pts, strict=True)
@@ -69,8 +76,11 @@ class Trajectory:
     @classmethod
     def from_run(cls, path: Path) -> Trajectory:
         meta = store.read_json(Path(path) / store.RUN_FILE)
-        return cls(store.read_records(Path(path) / store.METRICS_FILE), meta.get("status", "?"),
-                   meta.get("diverged_at"))
+        return cls(
+            store.read_records(Path(path) / store.METRICS_FILE),
+            meta.get("status", "?"),
+            meta.get("diverged_at"),
+        )
 
 
 def fail(claim: str, reason: str, **kw: Any) -> Verdict:

@@ -35,15 +35,23 @@ def _threshold(task: Task, quantity: str) -> float:
 
     t = threshold(task.optimizer)
     if t.quantity != quantity:
-        raise ValueError(f"optimizer {task.optimizer.name!r} has a threshold on {t.quantity}, "
-                         f"not on {quantity}")
+        raise ValueError(
+            f"optimizer {task.optimizer.name!r} has a threshold on {t.quantity}, not on {quantity}"
+        )
     return float(t.value)
 
 
 @CLAIMS.register("eos")
-def eos(traj: Trajectory, task: Task, quantity: str = "sharpness",
-        band: tuple[float, float] = (0.9, 1.1), rise: float = 0.5, min_points: int = 5,
-        window: tuple[float, float] = (0.0, 1.0), citation: str = CITATION) -> Verdict:
+def eos(
+    traj: Trajectory,
+    task: Task,
+    quantity: str = "sharpness",
+    band: tuple[float, float] = (0.9, 1.1),
+    rise: float = 0.5,
+    min_points: int = 5,
+    window: tuple[float, float] = (0.0, 1.0),
+    citation: str = CITATION,
+) -> Verdict:
     """Sharpness rises to the threshold ``T`` and hovers there while the loss keeps falling.
 
     ``window`` selects a fraction of the post-t* span (Cohen et al. observe that with
@@ -60,16 +68,24 @@ def eos(traj: Trajectory, task: Task, quantity: str = "sharpness",
         return fail(name, f"fewer than 2 measurements of {quantity}", **kw)
     reached = np.nonzero(q >= T)[0]
     if len(reached) == 0:
-        return fail(name, f"{quantity} never reached T={T:.4g} (max {q.max():.4g} at step "
-                          f"{steps[q.argmax()]} of {traj.last_step})", **kw)
+        return fail(
+            name,
+            f"{quantity} never reached T={T:.4g} (max {q.max():.4g} at step "
+            f"{steps[q.argmax()]} of {traj.last_step})",
+            **kw,
+        )
     i_star = reached[0]
     t_star = int(steps[i_star])
     end = traj.last_step
     lo, hi = t_star + window[0] * (end - t_star), t_star + window[1] * (end - t_star)
     sel = (steps >= lo) & (steps <= hi)
     if sel.sum() < min_points:
-        return fail(name, f"only {int(sel.sum())} measurements after t*={t_star} "
-                          f"(need {min_points}): budget too short", **kw)
+        return fail(
+            name,
+            f"only {int(sel.sum())} measurements after t*={t_star} "
+            f"(need {min_points}): budget too short",
+            **kw,
+        )
     ratio = float(np.median(q[sel] / T))
     sharpened = q[i_star] >= (1 + rise) * q[0]
     hovers = band[0] <= ratio <= band[1]
@@ -80,10 +96,19 @@ def eos(traj: Trajectory, task: Task, quantity: str = "sharpness",
     loss_star = float(lv[ls >= t_star][0]) if len(post) else float("nan")
     decreasing = bool(len(tail) and float(np.mean(tail)) < loss_star)
     ok = sharpened and hovers and non_monotone and decreasing
-    detail = (f"t*={t_star}; q(0)={q[0]:.4g} -> q(t*)={q[i_star]:.4g} "
-              f"(sharpening {'ok' if sharpened else 'NO'}); median q/T after t* = {ratio:.4f} over "
-              f"{int(sel.sum())} points (hover {'ok' if hovers else 'NO'}); loss non-monotone after "
-              f"t*: {non_monotone}; loss {loss_star:.4g} at t* -> {np.mean(tail) if len(tail) else float('nan'):.4g} "
-              f"at end (decreasing {'ok' if decreasing else 'NO'})")
-    return Verdict(claim=name, verdict="PASS" if ok else "FAIL", measured=ratio * T, target=T,
-                   tolerance=tol, detail=detail, citation=citation)
+    detail = (
+        f"t*={t_star}; q(0)={q[0]:.4g} -> q(t*)={q[i_star]:.4g} "
+        f"(sharpening {'ok' if sharpened else 'NO'}); median q/T after t* = {ratio:.4f} over "
+        f"{int(sel.sum())} points (hover {'ok' if hovers else 'NO'}); loss non-monotone after "
+        f"t*: {non_monotone}; loss {loss_star:.4g} at t* -> {np.mean(tail) if len(tail) else float('nan'):.4g} "
+        f"at end (decreasing {'ok' if decreasing else 'NO'})"
+    )
+    return Verdict(
+        claim=name,
+        verdict="PASS" if ok else "FAIL",
+        measured=ratio * T,
+        target=T,
+        tolerance=tol,
+        detail=detail,
+        citation=citation,
+    )

@@ -30,9 +30,15 @@ TARGETS = {
 
 
 @CLAIMS.register("eoss")
-def eoss(traj: Trajectory, task: Task, target: str = "sgd", band: tuple[float, float] = (0.85, 1.15),
-         window: float = 0.5, min_points: int = 4,
-         citation: str = "Andreyev & Beneventano (arXiv:2412.20553v3)") -> Verdict:
+def eoss(
+    traj: Trajectory,
+    task: Task,
+    target: str = "sgd",
+    band: tuple[float, float] = (0.85, 1.15),
+    window: float = 0.5,
+    min_points: int = 4,
+    citation: str = "Andreyev & Beneventano (arXiv:2412.20553v3)",
+) -> Verdict:
     formula, f = TARGETS[target]
     T = f(task.optimizer.lr, task.optimizer.momentum)
     name = f"eoss[{formula}]"
@@ -51,8 +57,17 @@ def eoss(traj: Trajectory, task: Task, target: str = "sgd", band: tuple[float, f
     full = float(np.median(fv[fsel])) if fsel.any() else float("nan")
     hovers = band[0] <= ratio <= band[1]
     below = bool(fsel.any() and full < T)
-    detail = (f"window steps >= {start:.0f}: median batch sharpness {ratio * T:.4g} = {ratio:.3f} T "
-              f"over {int(sel.sum())} points (hover {'ok' if hovers else 'NO'}); median full-batch "
-              f"sharpness {full:.4g} ({'below' if below else 'NOT below'} T={T:.4g})")
-    return Verdict(claim=name, verdict="PASS" if hovers and below else "FAIL", measured=ratio * T,
-                   target=T, tolerance=tol, detail=detail, citation=citation)
+    detail = (
+        f"window steps >= {start:.0f}: median batch sharpness {ratio * T:.4g} = {ratio:.3f} T "
+        f"over {int(sel.sum())} points (hover {'ok' if hovers else 'NO'}); median full-batch "
+        f"sharpness {full:.4g} ({'below' if below else 'NOT below'} T={T:.4g})"
+    )
+    return Verdict(
+        claim=name,
+        verdict="PASS" if hovers and below else "FAIL",
+        measured=ratio * T,
+        target=T,
+        tolerance=tol,
+        detail=detail,
+        citation=citation,
+    )

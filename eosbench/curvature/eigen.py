@@ -69,19 +69,56 @@ def random_matrix(dim: int, cols: int, generator: torch.Generator | None,
 def _orthonormalize(W: Tensor, V: Tensor | None) -> Tensor:
     """Columns of ``W`` made orthonormal and orthogonal to the orthonormal ``V``; columns that
     are (numerically) in the span already are dropped."""
-    eps = torch.finfo(W.dtype).eps
-    norms = W.norm(dim=0).clamp_min(torch.finfo(W.dtype).tiny)
-    W = W / norms
+    thresh = 1e3 * torch.finfo(W.dtype).eps
+    W = W / W.norm(dim=0).clamp_min(torch.finfo(W.dtype).tiny)
     for _ in range(2):  # classical Gram-Schmidt, twice
         if V is not None and V.shape[1]:
             W = W - V @ (V.T @ W)
+    if W.shape[1] == 1:
+        norm = W.norm()
+        return W / norm if norm > thresh else W[:, :0]
     Q, R = torch.linalg.qr(W)
-    keep = R.diagonal().abs() > 1e3 * eps
-    Q = Q[:, keep]
+    Q = Q[:, R.diagonal().abs() > thresh]
     if V is not None and V.shape[1] and Q.shape[1]:
         Q = Q - V @ (V.T @ Q)
         Q = Q / Q.norm(dim=0)
     return Q
+
+
+class _Basis:
+    """Orthonormal basis ``V`` and its image ``AV`` in buffers that grow geometrically up to
+    ``cap`` columns (no reallocation per iteration)."""
+
+    def __init__(self, V: Tensor, AV: Tensor, cap: int):
+        self.cap, self.m = cap, V.shape[1]
+        size = min(cap, max(8, 2 * self.m))
+        self.Vb = V.new_empty(V.shape[0], size)
+        self.AVb = V.new_empty(V.shape[0], size)
+        self.Vb[:, :self.m], self.AVb[:, :self.m] = V, AV
+
+    @property
+    def V(self) -> Tensor:
+        return self.Vb[:, :self.m]
+
+    @property
+    def AV(self) -> Tensor:
+        return self.AVb[:, :self.m]
+
+    def append(self, W: Tensor, AW: Tensor) -> None:
+        need = self.m + W.shape[1]
+        if need > self.Vb.shape[1]:
+            size = min(self.cap, max(need, 2 * self.Vb.shape[1]))
+            grow = size - self.Vb.shape[1]
+            self.Vb = torch.cat([self.Vb, self.Vb.new_empty(self.Vb.shape[0], grow)], 1)
+            self.AVb = torch.cat([self.AVb, self.AVb.new_empty(self.AVb.shape[0], grow)], 1)
+        self.Vb[:, self.m:need], self.AVb[:, self.m:need] = W, AW
+        self.m = need
+
+    def rotate(self, Y: Tensor) -> None:
+        """Replace ``V`` by ``V Y`` (and ``AV`` by ``AV Y``), ``Y`` with fewer columns."""
+        V, AV = self.V @ Y, self.AV @ Y
+        self.m = Y.shape[1]
+        self.Vb[:, :self.m], self.AVb[:, :self.m] = V, AV
 
 
 def top_eigenpairs(
@@ -132,11 +169,12 @@ def top_eigenpairs(
     while V.shape[1] < k:  # degenerate init: fill with random directions
         V = torch.cat([V, _orthonormalize(random_matrix(dim, k, generator, dev, dt), V)], 1)
     V = V[:, :max(k, min(V.shape[1], m_max))]
-    AV = op.matmat(V)
-    T = V.T @ AV
+    basis = _Basis(V, op.matmat(V), m_max)
+    T = V.T @ basis.AV
     iterations = 0
     while True:
         iterations += 1
+        V, AV = basis.V, basis.AV
         theta, Y = torch.linalg.eigh(0.5 * (T + T.T))
         theta, Y = theta.flip(0), Y.flip(1)
         n_pairs = min(V.shape[1], k + b)
@@ -157,8 +195,9 @@ def top_eigenpairs(
             else:  # thick restart from the leading Ritz vectors (their images are free)
                 keep = max(k, min(m_max // 2, m_max - W.shape[1]))
                 W = W[:, :m_max - keep]
-                V, AV = V @ Y[:, :keep], AV @ Y[:, :keep]
+                basis.rotate(Y[:, :keep])
                 T = torch.diag(theta[:keep])
+                V = basis.V
         W = _orthonormalize(W, V)
         if W.shape[1] == 0:  # Krylov space exhausted or stagnation: add a random direction
             W = _orthonormalize(random_matrix(dim, 1, generator, dev, dt), V)
@@ -167,7 +206,7 @@ def top_eigenpairs(
         AW = op.matmat(W)
         VtAW = V.T @ AW
         T = torch.cat([torch.cat([T, VtAW], 1), torch.cat([VtAW.T, W.T @ AW], 1)], 0)
-        V, AV = torch.cat([V, W], 1), torch.cat([AV, AW], 1)
+        basis.append(W, AW)
     return EigResult(
         eigenvalues=theta[:k].clone(),
         eigenvectors=X[:, :k].clone(),

@@ -13,15 +13,28 @@ optionally preconditioned by a positive diagonal :math:`P` as
 eigenvalues: Adam's *preconditioned sharpness* (Cohen et al. 2022, "Adaptive gradient methods at
 the edge of stability").
 
-Products are computed by forward-over-reverse differentiation with :mod:`torch.func`
-(``jvp`` of ``grad`` of a ``functional_call``): one product costs about as much as two
-gradient evaluations.  The data set is cut into chunks of ``physical_batch_size`` examples and
-the chunk products are summed with weights :math:`|chunk|/n`, so the result is exactly the
-curvature of the mean loss over all ``n`` examples, whatever the chunk size (for models whose
-output of one example does not depend on the others, see BatchNorm below).  A block of ``k``
-vectors is pushed through ``torch.func.vmap`` in one pass per chunk (falling back to a loop over
-the vectors for models that ``vmap`` cannot handle); it counts as ``k`` products in
-:attr:`LossOperator.n_products`.
+Products are computed with :mod:`torch.func` over the flat parameter vector (a
+``functional_call`` of the model).  The data set is cut into chunks of ``physical_batch_size``
+examples and the chunk products are summed with weights :math:`|chunk|/n`, so the result is
+exactly the curvature of the mean loss over all ``n`` examples, whatever the chunk size (for
+models whose output of one example does not depend on the others, see BatchNorm below).
+
+* Several chunks: forward-over-reverse, :math:`Hv = \\mathrm{jvp}(\nabla L, \theta; v)`, for
+  each chunk at every call (keeping all chunks' graphs would hold the activations of the whole
+  data set); one product costs about two gradient evaluations.
+* One chunk (``physical_batch_size`` None or :math:`\\ge n`): the gradient's reverse pass is
+  recorded once, at the first product, with ``torch.func.vjp(grad(L))``, and every later
+  product is one pullback through it, :math:`Hv = (\\partial\nabla L/\\partial\theta)^\top v`
+  (reverse-over-reverse; the same matrix since :math:`H` is symmetric).  This keeps one
+  chunk's graph alive for the operator's lifetime -- the memory of one training step of that
+  physical batch size -- and halves the cost of a product (measured in
+  ``benchmarks/bench_sharpness.py``).
+* GGN: :math:`J^\top (H_\\ell (J v))` by ``jvp`` of the model, ``jvp`` of the loss's gradient
+  in the outputs, and ``vjp`` of the model, per chunk and call.
+
+A block of ``k`` vectors is pushed through ``torch.func.vmap`` in one pass per chunk, so the
+primal computation is shared by the block (falling back to a loop over the vectors for models
+that ``vmap`` cannot handle); it counts as ``k`` products in :attr:`LossOperator.n_products`.
 
 Measuring never changes the model: the parameters are read once into a detached flat copy, and
 no buffer of the model is written.
@@ -155,6 +168,7 @@ class LossOperator:
             self._pinv_sqrt = flat.rsqrt()
         self._vmap_ok = True
         self._grad_fn = grad(self._loss)
+        self._recorded: Callable | None = None  # vjp of the gradient, when one chunk
 
     def _cast(self, t: Tensor) -> Tensor:
         return t.to(self.dtype) if t.is_floating_point() else t
@@ -202,12 +216,22 @@ class LossOperator:
         product = self._hvp if self.kind == "hessian" else self._ggnvp
         out = torch.zeros_like(W)
         with training_mode(self.model), torch.no_grad():
-            for xb, yb, w in self.chunks():
-                out.add_(self._block(product, W, xb, yb), alpha=w)
+            if self.kind == "hessian" and self._single_chunk():
+                if self._recorded is None:
+                    xs, ys = self._x, self._y
+                    self._recorded = vjp(lambda t: self._grad_fn(t, xs, ys), self._theta)[1]
+                vjp_fn = self._recorded
+                out = self._block(lambda v, xb, yb: vjp_fn(v)[0], W, self._x, self._y)
+            else:
+                for xb, yb, w in self.chunks():
+                    out.add_(self._block(product, W, xb, yb), alpha=w)
         if self._pinv_sqrt is not None:
             out = out * self._pinv_sqrt[:, None]
         self.n_products += V.shape[1]
         return out
+
+    def _single_chunk(self) -> bool:
+        return self.physical_batch_size is None or self.physical_batch_size >= len(self._x)
 
     def _block(self, product: Callable, W: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
         if self._vmap_ok and W.shape[1] > 1:
@@ -251,6 +275,7 @@ class LossOperator:
         other.__dict__.update(self.__dict__)
         other._x, other._y = self._cast(x), self._cast(y)
         other.n_products = 0
+        other._recorded = None
         return other
 
     def __repr__(self) -> str:

@@ -110,19 +110,42 @@ def load_dataset(spec: DataSpec, root: str | os.PathLike | None = None) -> Datas
     _validate(spec)
     pool = DATASETS.get(spec.name)(spec, data_root(root))
     k = pool.n_classes
-    i_tr = select(pool.y_train, spec.n_train, spec.subset, spec.subset_seed, 0, k, "training",
-                  pool.missing_hint, spec.name)
-    i_te = select(pool.y_test, spec.n_test, spec.subset, spec.subset_seed, 1, k, "test",
-                  pool.missing_hint, spec.name)
+    i_tr = select(
+        pool.y_train,
+        spec.n_train,
+        spec.subset,
+        spec.subset_seed,
+        0,
+        k,
+        "training",
+        pool.missing_hint,
+        spec.name,
+    )
+    i_te = select(
+        pool.y_test,
+        spec.n_test,
+        spec.subset,
+        spec.subset_seed,
+        1,
+        k,
+        "test",
+        pool.missing_hint,
+        spec.name,
+    )
     x_tr, y_tr = pool.x_train[i_tr], pool.y_train[i_tr]
     x_te, y_te = pool.x_test[i_te], pool.y_test[i_te]
     if spec.standardize:
         x_tr, x_te = standardize(x_tr, x_te)
-    y_tr = label_noise(y_tr, spec.label_noise, spec.noise_seed, k)
+    regression = k == 1  # scalar targets (float), e.g. the `scalar` data set of linear2
+    if regression and spec.label_noise > 0:
+        raise DataError(f"data.label_noise: {spec.name!r} is a regression data set")
+    if not regression:
+        y_tr = label_noise(y_tr, spec.label_noise, spec.noise_seed, k)
     x_tr = np.ascontiguousarray(x_tr, dtype=np.float32)
     x_te = np.ascontiguousarray(x_te, dtype=np.float32)
-    y_tr = np.ascontiguousarray(y_tr, dtype=np.int64)
-    y_te = np.ascontiguousarray(y_te, dtype=np.int64)
+    y_dtype = np.float32 if regression else np.int64
+    y_tr = np.ascontiguousarray(y_tr, dtype=y_dtype)
+    y_te = np.ascontiguousarray(y_te, dtype=y_dtype)
     digest = hashlib.sha256()
     for a in (x_tr, y_tr, x_te, y_te):
         digest.update(a.tobytes())
@@ -157,8 +180,17 @@ def _validate(spec: DataSpec) -> None:
         raise DataError(f"data.label_noise={p!r}: expected a number in [0, 1]")
 
 
-def select(y: np.ndarray, n: int | None, mode: str, seed: int, stream: int, n_classes: int,
-           split: str = "training", hint: str = "", name: str = "data set") -> np.ndarray:
+def select(
+    y: np.ndarray,
+    n: int | None,
+    mode: str,
+    seed: int,
+    stream: int,
+    n_classes: int,
+    split: str = "training",
+    hint: str = "",
+    name: str = "data set",
+) -> np.ndarray:
     """Sorted indices of the ``mode`` subset of size ``n`` of a pool with labels ``y``."""
     size = len(y)
     if n is None:
@@ -221,8 +253,14 @@ def _cifar100(spec: DataSpec, root: Path | None) -> RawPool:
     return load_cifar_pool("cifar100", root)
 
 
-def download(name: str, root: str | os.PathLike | None = None, *, url: str | None = None,
-             md5: str | None = None, timeout: float = 60.0) -> Path:
+def download(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    url: str | None = None,
+    md5: str | None = None,
+    timeout: float = 60.0,
+) -> Path:
     """Download and MD5-check the official tarball of ``name`` (:func:`.cifar.download`)."""
     from .cifar import download as _download
 
@@ -233,7 +271,31 @@ DATASETS.register("digits", _digits)
 DATASETS.register("cifar10", _cifar10)
 DATASETS.register("cifar100", _cifar100)
 
+
+def _scalar(spec: DataSpec, root: Path | None) -> RawPool:
+    """1-d regression for ``linear2``: 64 inputs evenly spaced on [-sqrt(3), sqrt(3)]
+    (mean square about 1), targets y = x; the same 64 points form the test pool."""
+    x = np.linspace(-math.sqrt(3), math.sqrt(3), 64).reshape(-1, 1)
+    return RawPool(
+        x_train=x,
+        y_train=x[:, 0].copy(),
+        x_test=x.copy(),
+        y_test=x[:, 0].copy(),
+        n_classes=1,
+        source="scalar (64 points on [-sqrt 3, sqrt 3], y = x)",
+    )
+
+
+DATASETS.register("scalar", _scalar)
+
 __all__ = [
-    "DATASETS", "Dataset", "RawPool", "data_root", "download", "label_noise", "load_dataset",
-    "select", "standardize",
+    "DATASETS",
+    "Dataset",
+    "RawPool",
+    "data_root",
+    "download",
+    "label_noise",
+    "load_dataset",
+    "select",
+    "standardize",
 ]

@@ -77,15 +77,28 @@ class CifarFormat:
 
 FORMATS = {
     "cifar10": CifarFormat(
-        "cifar10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
-        ("test_batch",), b"labels", 10, "cifar-10-python.tar.gz",
+        "cifar10",
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        ("test_batch",),
+        b"labels",
+        10,
+        "cifar-10-python.tar.gz",
         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-        "c58f30108f718f92721af3b95e74349a", (50000, 10000),
+        "c58f30108f718f92721af3b95e74349a",
+        (50000, 10000),
     ),
     "cifar100": CifarFormat(
-        "cifar100", "cifar-100-python", ("train",), ("test",), b"fine_labels", 100,
-        "cifar-100-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-        "eb9058c3a382ffc7106e4002c42a8d85", (50000, 10000),
+        "cifar100",
+        "cifar-100-python",
+        ("train",),
+        ("test",),
+        b"fine_labels",
+        100,
+        "cifar-100-python.tar.gz",
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "eb9058c3a382ffc7106e4002c42a8d85",
+        (50000, 10000),
     ),
 }
 
@@ -103,8 +116,18 @@ _SAFE_GLOBALS = {
 }
 # low-level failures of a truncated or corrupt archive or pickle
 _READ_ERRORS = (
-    tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, pickle.UnpicklingError,
-    ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
+    tarfile.TarError,
+    EOFError,
+    OSError,
+    zlib.error,
+    lzma.LZMAError,
+    pickle.UnpicklingError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    MemoryError,
 )
 
 
@@ -153,17 +176,26 @@ def unpickle_batch(f: BinaryIO, label_key: bytes, n_classes: int, where: str):
         keys = sorted(d) if isinstance(d, dict) else type(d).__name__
         raise DataError(f"{where}: expected a dict with b'data' and {label_key!r}, got {keys}")
     data, labels = d[b"data"], np.asarray(d[label_key])
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
-            or data.shape[1] != 3072:
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3072
+    ):
         shape = getattr(data, "shape", None)
-        raise DataError(f"{where}: b'data' must be uint8 [N, 3072], got {shape} "
-                        f"{getattr(data, 'dtype', type(data).__name__)}")
+        raise DataError(
+            f"{where}: b'data' must be uint8 [N, 3072], got {shape} "
+            f"{getattr(data, 'dtype', type(data).__name__)}"
+        )
     if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{where}: {label_key!r} must be {data.shape[0]} integer labels, "
-                        f"got shape {labels.shape}")
+        raise DataError(
+            f"{where}: {label_key!r} must be {data.shape[0]} integer labels, "
+            f"got shape {labels.shape}"
+        )
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise DataError(f"{where}: labels must lie in 0..{n_classes - 1}, got "
-                        f"{labels.min()}..{labels.max()}")
+        raise DataError(
+            f"{where}: labels must lie in 0..{n_classes - 1}, got {labels.min()}..{labels.max()}"
+        )
     return data, labels.astype(np.int64)
 
 
@@ -182,8 +214,12 @@ def _read_members(fmt: CifarFormat, source: Path) -> dict[str, tuple[np.ndarray,
         with tarfile.open(source, "r:*") as tf:
             for info in tf:  # stream: one sequential pass over the compressed archive
                 parts = Path(info.name).parts
-                if len(parts) >= 2 and parts[-2] == fmt.dirname and parts[-1] in wanted \
-                        and info.isfile():
+                if (
+                    len(parts) >= 2
+                    and parts[-2] == fmt.dirname
+                    and parts[-1] in wanted
+                    and info.isfile()
+                ):
                     f = tf.extractfile(info)
                     buf = io.BytesIO(f.read())
                     where = f"{source.name}:{info.name}"
@@ -191,12 +227,15 @@ def _read_members(fmt: CifarFormat, source: Path) -> dict[str, tuple[np.ndarray,
     except DataError:
         raise
     except _READ_ERRORS as e:
-        raise DataError(f"{source} is corrupt or truncated ({type(e).__name__}: {e}); "
-                        f"delete it and {_how_to_get(fmt)}") from None
+        raise DataError(
+            f"{source} is corrupt or truncated ({type(e).__name__}: {e}); "
+            f"delete it and {_how_to_get(fmt)}"
+        ) from None
     missing = [m for m in wanted if m not in out]
     if missing:
-        raise DataError(f"{source} lacks {', '.join(f'{fmt.dirname}/{m}' for m in missing)}; "
-                        f"{_how_to_get(fmt)}")
+        raise DataError(
+            f"{source} lacks {', '.join(f'{fmt.dirname}/{m}' for m in missing)}; {_how_to_get(fmt)}"
+        )
     return out
 
 
@@ -240,9 +279,15 @@ def _load_cached(path: Path) -> tuple[np.ndarray, ...] | None:
     except (OSError, ValueError, KeyError, EOFError, zlib.error):
         return None
     x_tr, y_tr, x_te, y_te = arrays
-    ok = x_tr.dtype == np.uint8 and x_tr.ndim == 2 and x_tr.shape[1] == 3072 \
-        and x_te.ndim == 2 and x_te.shape[1] == 3072 \
-        and y_tr.shape == (len(x_tr),) and y_te.shape == (len(x_te),)
+    ok = (
+        x_tr.dtype == np.uint8
+        and x_tr.ndim == 2
+        and x_tr.shape[1] == 3072
+        and x_te.ndim == 2
+        and x_te.shape[1] == 3072
+        and y_tr.shape == (len(x_tr),)
+        and y_te.shape == (len(x_te),)
+    )
     return arrays if ok else None
 
 
@@ -270,8 +315,10 @@ def read_raw(name: str, root: Path | None) -> tuple[tuple[np.ndarray, ...], Path
         tr = [members[m] for m in fmt.train_members]
         te = [members[m] for m in fmt.test_members]
         arrays = (
-            np.concatenate([d for d, _ in tr]), np.concatenate([y for _, y in tr]),
-            np.concatenate([d for d, _ in te]), np.concatenate([y for _, y in te]),
+            np.concatenate([d for d, _ in tr]),
+            np.concatenate([y for _, y in tr]),
+            np.concatenate([d for d, _ in te]),
+            np.concatenate([y for _, y in te]),
         )
         if cache is not None:
             _save_cached(cache, arrays)
@@ -285,9 +332,11 @@ def load_cifar_pool(name: str, root: Path | None) -> RawPool:
     full_tr, full_te = fmt.full_sizes
     hint = ""
     if len(y_tr) < full_tr or len(y_te) < full_te:
-        hint = (f"; {source} is a partial copy with {len(y_tr)} training / {len(y_te)} test "
-                f"images (the full {name} has {full_tr} / {full_te}): download the full data with "
-                f"`eosbench data download {name}` or from {fmt.url}")
+        hint = (
+            f"; {source} is a partial copy with {len(y_tr)} training / {len(y_te)} test "
+            f"images (the full {name} has {full_tr} / {full_te}): download the full data with "
+            f"`eosbench data download {name}` or from {fmt.url}"
+        )
     label = source.name + ("/" if source.is_dir() else "")
     return RawPool(
         x_train=(x_tr.astype(np.float64) / 255.0).reshape(-1, 3, 32, 32),
@@ -308,8 +357,14 @@ def _md5_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def download(name: str, root: str | os.PathLike | None = None, *, url: str | None = None,
-             md5: str | None = None, timeout: float = 60.0) -> Path:
+def download(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    url: str | None = None,
+    md5: str | None = None,
+    timeout: float = 60.0,
+) -> Path:
     """Fetch the official tarball of ``name`` into the data root and check its MD5.
 
     The file is streamed to a temporary file in the same directory and renamed
@@ -324,14 +379,15 @@ def download(name: str, root: str | os.PathLike | None = None, *, url: str | Non
     url, md5 = url or fmt.url, md5 or fmt.md5
     target_dir = data_root(root)
     if target_dir is None:
-        raise DataError(f"no data directory: set EOSBENCH_DATA (or pass a root) to download "
-                        f"{name}")
+        raise DataError(f"no data directory: set EOSBENCH_DATA (or pass a root) to download {name}")
     dest = target_dir / fmt.tarball
     if dest.is_file() and _md5_file(dest) == md5:
         return dest
     if os.environ.get("EOSBENCH_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        raise DataError(f"EOSBENCH_OFFLINE is set: cannot download {url}; copy {fmt.tarball} "
-                        f"into {target_dir} by hand")
+        raise DataError(
+            f"EOSBENCH_OFFLINE is set: cannot download {url}; copy {fmt.tarball} "
+            f"into {target_dir} by hand"
+        )
     target_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{fmt.tarball}.", suffix=".part")
     h = hashlib.md5(usedforsecurity=False)
@@ -341,8 +397,10 @@ def download(name: str, root: str | os.PathLike | None = None, *, url: str | Non
                 h.update(chunk)
                 out.write(chunk)
         if h.hexdigest() != md5:
-            raise DataError(f"download of {url} has MD5 {h.hexdigest()}, expected {md5}; "
-                            "the file was discarded, try again")
+            raise DataError(
+                f"download of {url} has MD5 {h.hexdigest()}, expected {md5}; "
+                "the file was discarded, try again"
+            )
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError) as e:
         raise DataError(f"cannot download {url}: {e}") from None

@@ -29,8 +29,10 @@ def load_digits_pool() -> RawPool:
     x = np.asarray(bunch.data, dtype=np.float64)
     y = np.asarray(bunch.target, dtype=np.int64)
     if x.shape != (N_TOTAL, 64) or y.shape != (N_TOTAL,):
-        raise DataError(f"scikit-learn {sklearn.__version__} load_digits returned {x.shape}, "
-                        f"expected ({N_TOTAL}, 64)")
+        raise DataError(
+            f"scikit-learn {sklearn.__version__} load_digits returned {x.shape}, "
+            f"expected ({N_TOTAL}, 64)"
+        )
     hint = f" (digits has {N_TRAIN_POOL} training and {N_TOTAL - N_TRAIN_POOL} test images)"
     return RawPool(
         x_train=x[:N_TRAIN_POOL],

@@ -42,8 +42,16 @@ for _module in (mlp, cnn, resnet, vgg, vit, linear):
         MODELS.register(_name, _builder)
 
 _NORMS = (
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d,
-    nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.RMSNorm,
 )
 
 
@@ -66,8 +74,9 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -
     builder = MODELS.get(spec.name)
     for key in ("width", "depth"):
         value = getattr(spec, key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 1):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
             raise OverrideError(f"model.{key}={value!r}: expected a positive integer or None")
     if not isinstance(spec.init_scale, (int, float)) or not math.isfinite(spec.init_scale):
         raise OverrideError(f"model.init_scale={spec.init_scale!r}: expected a finite number")

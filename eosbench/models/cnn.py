@@ -29,8 +29,10 @@ POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 def image_shape(spec: ModelSpec, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
     """``(C, H, W)`` of an image input, or :class:`OverrideError` naming the model."""
     if len(input_shape) != 3:
-        raise OverrideError(f"model {spec.name!r} needs image inputs (C, H, W), "
-                            f"got input shape {tuple(input_shape)}")
+        raise OverrideError(
+            f"model {spec.name!r} needs image inputs (C, H, W), "
+            f"got input shape {tuple(input_shape)}"
+        )
     c, h, w = input_shape
     return c, h, w
 
@@ -44,8 +46,7 @@ def convnet(act: str, pool: str):
         width = spec.width or CNN_WIDTH
         depth = CNN_DEPTH if spec.depth is None else spec.depth
         if h >> depth < 1 or w >> depth < 1:
-            raise OverrideError(f"model {spec.name!r}: {depth} poolings do not fit a "
-                                f"{h}x{w} input")
+            raise OverrideError(f"model {spec.name!r}: {depth} poolings do not fit a {h}x{w} input")
         layers: list[nn.Module] = []
         for _ in range(depth):
             layers += [nn.Conv2d(c, width, kernel_size=3, stride=1, padding=1), activation()]

@@ -39,8 +39,10 @@ def reject(spec: ModelSpec, *fields: str) -> None:
     for name in fields:
         value = getattr(spec, name)
         if value not in (None, False):
-            raise OverrideError(f"model {spec.name!r} has no option model.{name} "
-                                f"(got {value!r}); leave it at its default")
+            raise OverrideError(
+                f"model {spec.name!r} has no option model.{name} "
+                f"(got {value!r}); leave it at its default"
+            )
 
 
 def fc(act: str):

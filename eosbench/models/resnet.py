@@ -71,8 +71,7 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """He et al. 2016's CIFAR ResNet with ``6 * blocks + 2`` layers."""
 
-    def __init__(self, in_channels: int, n_classes: int, width: int, blocks: int,
-                 batchnorm: bool):
+    def __init__(self, in_channels: int, n_classes: int, width: int, blocks: int, batchnorm: bool):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, width, 3, padding=1, bias=not batchnorm)
         self.bn = nn.BatchNorm2d(width) if batchnorm else nn.Identity()

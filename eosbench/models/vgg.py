@@ -55,8 +55,10 @@ def vgg11(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.M
     hidden = 8 * width
     layers += [
         nn.Flatten(),
-        nn.Linear(c * h * w, hidden), nn.ReLU(),
-        nn.Linear(hidden, hidden), nn.ReLU(),
+        nn.Linear(c * h * w, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
         nn.Linear(hidden, n_classes),
     ]
     return nn.Sequential(*layers)

@@ -58,8 +58,9 @@ class Block(nn.Module):
         super().__init__()
         self.ln1, self.attn = nn.LayerNorm(dim), Attention(dim, heads)
         self.ln2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, MLP_RATIO * dim), nn.GELU(),
-                                 nn.Linear(MLP_RATIO * dim, dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, MLP_RATIO * dim), nn.GELU(), nn.Linear(MLP_RATIO * dim, dim)
+        )
 
     def forward(self, z: Tensor) -> Tensor:
         z = z + self.attn(self.ln1(z))

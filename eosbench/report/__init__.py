@@ -22,8 +22,10 @@ def print_verdicts(results: Sequence[tuple[Path, list[Verdict]]]) -> None:
             mark = "ok " if v.as_expected else "UNEXPECTED"
             m = "-" if v.measured is None else f"{v.measured:.4g}"
             t = "-" if v.target is None else f"{v.target:.4g}"
-            print(f"{v.verdict:4s} (expected {v.expected}, {mark}) {rdir}  {v.claim}  "
-                  f"measured={m} target={t}  [{v.tolerance}]\n      {v.detail}")
+            print(
+                f"{v.verdict:4s} (expected {v.expected}, {mark}) {rdir}  {v.claim}  "
+                f"measured={m} target={t}  [{v.tolerance}]\n      {v.detail}"
+            )
     n = sum(len(vs) for _, vs in results)
     bad = sum(not v.as_expected for _, vs in results for v in vs)
     print(f"{n - bad} of {n} verdicts as expected" + (f"; {bad} UNEXPECTED" if bad else ""))
@@ -37,7 +39,10 @@ def write_report(runs: Sequence[Path], out: Path, title: str = "") -> list[Path]
     frames = load_runs(runs)
     written = write_tables(frames, out, title)
     written += write_figures(runs, out)
-    index = {"title": title, "runs": [str(Path(r)) for r in runs],
-             "files": sorted(p.name for p in written)}
+    index = {
+        "title": title,
+        "runs": [str(Path(r)) for r in runs],
+        "files": sorted(p.name for p in written),
+    }
     store.atomic_write_text(out / "index.json", json.dumps(index, indent=2, sort_keys=True) + "\n")
     return written

@@ -29,8 +29,11 @@ MAX_COLUMNS = 4
 def _save(fig, out: Path, stem: str) -> list[Path]:
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     fig.savefig(paths[0], dpi=130, bbox_inches="tight", metadata={"Software": None})
-    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None, "Creator": None,
-                                                         "Producer": None})
+    fig.savefig(
+        paths[1],
+        bbox_inches="tight",
+        metadata={"CreationDate": None, "Creator": None, "Producer": None},
+    )
     plt.close(fig)
     return paths
 
@@ -51,26 +54,39 @@ def write_figures(runs, out: Path) -> list[Path]:
     sns.set_theme(style="whitegrid", context="paper")
     ncol = min(MAX_COLUMNS, len(names))
     nblocks = math.ceil(len(names) / ncol)
-    fig, axes = plt.subplots(2 * nblocks, ncol, figsize=(3.6 * ncol, 4.6 * nblocks),
-                             squeeze=False, sharex="col")
+    fig, axes = plt.subplots(
+        2 * nblocks, ncol, figsize=(3.6 * ncol, 4.6 * nblocks), squeeze=False, sharex="col"
+    )
     palette = sns.color_palette("colorblind")
     for i, name in enumerate(names):
         ax_q, ax_l = axes[2 * (i // ncol), i % ncol], axes[2 * (i // ncol) + 1, i % ncol]
         thr = _threshold(tasks[name])
         for j, q in enumerate(QUANTITIES):
-            for k, (seed, traj) in enumerate(sorted(by_task[name], key=lambda st: st[0])):
+            for k, (_, traj) in enumerate(sorted(by_task[name], key=lambda st: st[0])):
                 s, v = traj.values(q)
                 if len(v):
-                    ax_q.plot(s, v, color=palette[j], alpha=0.9 - 0.2 * min(k, 3), lw=1,
-                              label=f"{q.replace('_', ' ')}" if k == 0 else None)
+                    ax_q.plot(
+                        s,
+                        v,
+                        color=palette[j],
+                        alpha=0.9 - 0.2 * min(k, 3),
+                        lw=1,
+                        label=f"{q.replace('_', ' ')}" if k == 0 else None,
+                    )
         if thr is not None:
             ax_q.axhline(thr[1], ls="--", color="k", lw=0.8, label=f"threshold {thr[1]:.3g}")
         for k, (seed, traj) in enumerate(sorted(by_task[name], key=lambda st: st[0])):
             for key, ls in (("train_loss", "-"), ("batch_loss", ":")):
                 s, v = traj.values(key)
                 if len(v) and (v > 0).all():
-                    ax_l.plot(s, v, ls=ls, lw=0.8, color=palette[k % len(palette)],
-                              label=f"seed {seed}" if key == "train_loss" or k == 0 else None)
+                    ax_l.plot(
+                        s,
+                        v,
+                        ls=ls,
+                        lw=0.8,
+                        color=palette[k % len(palette)],
+                        label=f"seed {seed}" if key == "train_loss" or k == 0 else None,
+                    )
         if any(len(t.values("train_loss")[1]) for _, t in by_task[name]):
             ax_l.set_yscale("log")
         ax_q.set_title(name, fontsize=7)

@@ -30,9 +30,14 @@ def _run_row(rdir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     task = from_dict(meta["task"])
     traj = Trajectory.from_run(rdir)
     row: dict[str, Any] = {
-        "task": task.name, "seed": meta["seed"], "status": meta["status"], "steps": meta["step"],
-        "run": str(rdir), "task_hash": meta["task_hash"][:12],
-        "device": meta["provenance"].get("device_name"), "wall_seconds": meta.get("wall_seconds"),
+        "task": task.name,
+        "seed": meta["seed"],
+        "status": meta["status"],
+        "steps": meta["step"],
+        "run": str(rdir),
+        "task_hash": meta["task_hash"][:12],
+        "device": meta["provenance"].get("device_name"),
+        "wall_seconds": meta.get("wall_seconds"),
         "measure_seconds": meta.get("measure_seconds"),
     }
     thr = _threshold(task)
@@ -42,7 +47,7 @@ def _run_row(rdir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         steps, vals = traj.values(q)
         hit = np.nonzero(vals >= T)[0]
         row["t_star"] = int(steps[hit[0]]) if len(hit) else None
-        row["post_median_over_T"] = float(np.median(vals[hit[0]:]) / T) if len(hit) else None
+        row["post_median_over_T"] = float(np.median(vals[hit[0] :]) / T) if len(hit) else None
         row["final_" + q] = float(vals[-1]) if len(vals) else None
     for key in ("train_loss", "train_acc", "test_loss", "test_acc", "batch_sharpness"):
         _, v = traj.values(key)
@@ -64,7 +69,9 @@ def load_runs(runs) -> dict[str, pd.DataFrame]:
     runs_df = pd.DataFrame(rows).sort_values(["task", "seed"], kind="stable").reset_index(drop=True)
     claims_df = pd.DataFrame(claims)
     if len(claims_df):
-        claims_df = claims_df.sort_values(["task", "seed", "claim"], kind="stable").reset_index(drop=True)
+        claims_df = claims_df.sort_values(["task", "seed", "claim"], kind="stable").reset_index(
+            drop=True
+        )
     return {"runs": runs_df, "claims": claims_df}
 
 
@@ -86,29 +93,46 @@ def _mean_pm(values: pd.Series) -> str:
 def _latex(df: pd.DataFrame, caption: str, label: str, math_cols: tuple[str, ...] = ()) -> str:
     esc = [c for c in df.columns if c not in math_cols]
     sty = df.style.hide(axis="index").format(escape="latex", subset=esc)
-    return sty.to_latex(hrules=True, caption=caption, label=label, position="htbp",
-                        position_float="centering", column_format="l" * len(df.columns))
+    return sty.to_latex(
+        hrules=True,
+        caption=caption,
+        label=label,
+        position="htbp",
+        position_float="centering",
+        column_format="l" * len(df.columns),
+    )
 
 
 def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "Task": claims["task"], "Seed": claims["seed"].astype(str), "Claim": claims["claim"],
-        "Measured": claims["measured"].map(_fmt), "Target": claims["target"].map(_fmt),
-        "Tolerance": claims["tolerance"], "Verdict": claims["verdict"],
-        "Expected": claims["expected"],
-    })
+    return pd.DataFrame(
+        {
+            "Task": claims["task"],
+            "Seed": claims["seed"].astype(str),
+            "Claim": claims["claim"],
+            "Measured": claims["measured"].map(_fmt),
+            "Target": claims["target"].map(_fmt),
+            "Tolerance": claims["tolerance"],
+            "Verdict": claims["verdict"],
+            "Expected": claims["expected"],
+        }
+    )
 
 
 def curvature_table(runs: pd.DataFrame) -> pd.DataFrame:
     out = []
     for task, g in runs.groupby("task", sort=True):
-        out.append({
-            "Task": task, "n": str(len(g)),
-            "$t^*$": _mean_pm(g.get("t_star", pd.Series(dtype=float))),
-            "median $q/T$ after $t^*$": _mean_pm(g.get("post_median_over_T", pd.Series(dtype=float))),
-            "final loss": _mean_pm(g["final_train_loss"]),
-            "final train acc.": _mean_pm(g["final_train_acc"]),
-        })
+        out.append(
+            {
+                "Task": task,
+                "n": str(len(g)),
+                "$t^*$": _mean_pm(g.get("t_star", pd.Series(dtype=float))),
+                "median $q/T$ after $t^*$": _mean_pm(
+                    g.get("post_median_over_T", pd.Series(dtype=float))
+                ),
+                "final loss": _mean_pm(g["final_train_loss"]),
+                "final train acc.": _mean_pm(g["final_train_acc"]),
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -119,22 +143,38 @@ def write_tables(frames: dict[str, pd.DataFrame], out: Path, title: str) -> list
     written.append(out / "summary.csv")
     if len(claims):
         store.atomic_write_text(out / "claims.csv", claims.to_csv(index=False, float_format="%.6g"))
-        tex = _latex(claims_table(claims),
-                     f"Claims of {title}: verdict per seed, with the measured statistic, "
-                     "its target and tolerance.", "tab:claims")
+        tex = _latex(
+            claims_table(claims),
+            f"Claims of {title}: verdict per seed, with the measured statistic, "
+            "its target and tolerance.",
+            "tab:claims",
+        )
         store.atomic_write_text(out / "claims.tex", tex)
         written += [out / "claims.csv", out / "claims.tex"]
     cur = curvature_table(runs)
     math_cols = tuple(c for c in cur.columns if c not in ("Task", "n"))
-    tex = _latex(cur, f"Curvature summary of {title}: first step $t^*$ at which the sharpness "
-                      "quantity $q$ reaches the optimizer's threshold $T$, its median relative to "
-                      "$T$ afterwards, final loss and accuracy; mean $\\pm$ standard error over "
-                      "$n$ seeds.", "tab:curvature", math_cols)
+    tex = _latex(
+        cur,
+        f"Curvature summary of {title}: first step $t^*$ at which the sharpness "
+        "quantity $q$ reaches the optimizer's threshold $T$, its median relative to "
+        "$T$ afterwards, final loss and accuracy; mean $\\pm$ standard error over "
+        "$n$ seeds.",
+        "tab:curvature",
+        math_cols,
+    )
     store.atomic_write_text(out / "curvature.tex", tex)
     written.append(out / "curvature.tex")
-    store.atomic_write_text(out / "summary.json", json.dumps(
-        {"runs": json.loads(runs.to_json(orient="records")),
-         "claims": json.loads(claims.to_json(orient="records")) if len(claims) else []},
-        indent=1, sort_keys=True) + "\n")
+    store.atomic_write_text(
+        out / "summary.json",
+        json.dumps(
+            {
+                "runs": json.loads(runs.to_json(orient="records")),
+                "claims": json.loads(claims.to_json(orient="records")) if len(claims) else [],
+            },
+            indent=1,
+            sort_keys=True,
+        )
+        + "\n",
+    )
     written.append(out / "summary.json")
     return written

@@ -1,0 +1,145 @@
+"""Claims on hand-made trajectories: passing, failing and not evaluable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eosbench.claims import Trajectory, evaluate
+from eosbench.claims.eos import eos
+from eosbench.claims.linear import linear_net
+from eosbench.claims.stochastic import eoss
+from eosbench.task import ClaimSpec, OptimizerSpec, Task
+
+GD = Task("t", optimizer=OptimizerSpec(name="sgd", lr=0.1))  # threshold 2/lr = 20
+
+
+def eos_traj(plateau=20.0, start=4.0, t_star=1000, end=2000, every=20, loss_bumps=True, seed=0):
+    rng = np.random.default_rng(seed)
+    recs = []
+    for s in range(end + 1):
+        r = {
+            "step": s,
+            "train_loss": 0.5
+            * np.exp(-s / 800)
+            * (1.05 if loss_bumps and s % 7 == 0 and s > t_star else 1.0),
+        }
+        if s % every == 0:
+            q = (
+                start + (plateau * 1.001 - start) * s / t_star
+                if s <= t_star
+                else plateau * (1 + 0.02 * rng.standard_normal())
+            )
+            r["sharpness"] = float(q)
+        recs.append(r)
+    return Trajectory(recs)
+
+
+def test_eos_passes_on_textbook_trajectory():
+    v = eos(eos_traj(), GD)
+    assert v.verdict == "PASS", v.detail
+    assert v.target == pytest.approx(20.0)
+    assert 19 < v.measured < 21
+    assert "t*=1000" in v.detail
+
+
+def test_eos_fails_when_plateau_is_off_threshold():
+    v = eos(eos_traj(plateau=26.0), GD)  # reaches 20 at ~t=770 but hovers at 1.3 T
+    assert v.verdict == "FAIL" and "hover NO" in v.detail
+
+
+def test_eos_not_evaluable_when_threshold_never_reached():
+    v = eos(eos_traj(plateau=15.0), GD)
+    assert v.verdict == "FAIL" and "not evaluable" in v.detail and "never reached" in v.detail
+
+
+def test_eos_fails_without_sharpening():
+    v = eos(eos_traj(start=19.0), GD)
+    assert v.verdict == "FAIL" and "sharpening NO" in v.detail
+
+
+def test_eos_fails_if_loss_monotone_after_t_star():
+    v = eos(eos_traj(loss_bumps=False), GD)
+    assert v.verdict == "FAIL" and "non-monotone after t*: False" in v.detail
+
+
+def test_eos_not_evaluable_when_diverged_or_too_short():
+    t = eos_traj()
+    assert "diverged" in eos(Trajectory(t.records, "diverged", 1500), GD).detail
+    short = Trajectory([r for r in t.records if r["step"] <= 1040])
+    v = eos(short, GD)
+    assert v.verdict == "FAIL" and "budget too short" in v.detail
+
+
+def test_eos_uses_the_momentum_threshold():
+    hb = Task("t", optimizer=OptimizerSpec(name="sgd", lr=0.15, momentum=0.5))  # (2+2b)/lr = 20
+    assert eos(eos_traj(), hb).verdict == "PASS"
+    gd15 = Task("t", optimizer=OptimizerSpec(name="sgd", lr=0.15))  # 2/lr = 13.3: hovers at 1.5 T
+    assert eos(eos_traj(), gd15).verdict == "FAIL"
+
+
+def test_expected_verdicts_are_attached():
+    task = Task(
+        "t", optimizer=GD.optimizer, claims=(ClaimSpec("eos"), ClaimSpec("eos", expect="FAIL"))
+    )
+    v_pass, v_fail = evaluate(task, eos_traj())
+    assert v_pass.as_expected and not v_fail.as_expected
+    assert v_fail.to_dict()["as_expected"] is False
+
+
+def eoss_traj(batch_level, full_level, end=1000, every=50):
+    return Trajectory(
+        [
+            {
+                "step": s,
+                "batch_sharpness": batch_level * (1 + 0.01 * (s % 3)),
+                "sharpness": full_level,
+            }
+            for s in range(0, end + 1, every)
+        ]
+    )
+
+
+SGD = Task("t", optimizer=OptimizerSpec(name="sgd", lr=0.1, batch_size=32))
+
+
+def test_eoss_pass_fail_and_negative_control():
+    assert eoss(eoss_traj(20.0, 12.0), SGD).verdict == "PASS"
+    low = eoss(eoss_traj(12.0, 8.0), SGD)  # plateau below 2/lr: the authors' control
+    assert low.verdict == "FAIL" and "hover NO" in low.detail
+    above = eoss(eoss_traj(20.0, 21.0), SGD)  # full-batch sharpness not below
+    assert above.verdict == "FAIL" and "NOT below" in above.detail
+    assert "not evaluable" in eoss(eoss_traj(20.0, 12.0, end=100), SGD).detail
+
+
+def test_eoss_momentum_targets():
+    m = Task("t", optimizer=OptimizerSpec(name="sgd", lr=0.1, momentum=0.5, batch_size=8))
+    assert eoss(eoss_traj(10.0, 5.0), m, target="momentum-small-batch").verdict == "PASS"
+    assert eoss(eoss_traj(30.0, 25.0), m, target="momentum-large-batch").verdict == "PASS"
+    assert eoss(eoss_traj(10.0, 5.0), m, target="momentum-large-batch").verdict == "FAIL"
+
+
+def lin_traj(final_sharpness, gf=16.5, final_loss=1e-12):
+    return Trajectory(
+        [
+            {"step": 0, "gf_sharpness": gf, "sharpness": 16.0, "train_loss": 1.0},
+            {
+                "step": 100,
+                "gf_sharpness": 3.0,
+                "sharpness": final_sharpness,
+                "train_loss": final_loss,
+            },
+        ]
+    )
+
+
+def test_linear_net():
+    t = Task("t", optimizer=OptimizerSpec(name="sgd", lr=0.2))  # 2/lr = 10
+    assert linear_net(lin_traj(6.0), t).verdict == "PASS"
+    assert (
+        "NOT flatter"
+        in linear_net(lin_traj(16.4), Task("t", optimizer=OptimizerSpec(lr=0.05))).detail
+    )
+    assert "ABOVE" in linear_net(lin_traj(12.0), t).detail
+    assert "NOT converged" in linear_net(lin_traj(6.0, final_loss=1e-2), t).detail
+    assert "not evaluable" in linear_net(Trajectory([{"step": 0, "train_loss": 1.0}]), t).detail

@@ -1,0 +1,102 @@
+"""The CLI: listing, one clear line and exit 2 for user errors, check exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from eosbench import store
+from eosbench.cli import main
+from eosbench.suites import TASKS
+from eosbench.task import Task, to_dict
+
+TASK = "scalar/linear2/mse/gd/lr=0.2"
+
+
+def test_tasks_lists_and_filters(capsys):
+    assert main(["tasks", "digits/*"]) == 0
+    out = capsys.readouterr().out.split()
+    assert "digits/fc-tanh/mse/gd/lr=0.1" in out and all(n.startswith("digits/") for n in out)
+    assert main(["tasks", "--suite", "smoke"]) == 0
+    assert set(capsys.readouterr().out.split()) == set(
+        __import__("eosbench.suites").suites.SUITES.get("smoke").tasks
+    )
+    assert main(["tasks", "--suites"]) == 0
+    assert "smoke" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "digits/fc-tanh/mse/gd/lr=0.11"], "did you mean"),
+        (["run", TASK, "--set", "optimizer.lrr=1"], "unknown override key"),
+        (["run", TASK, "--set", "optimizer.lr=abc"], "expected float"),
+        (["run", TASK, "--device", "tpu"], "device"),
+        (["tasks", "--suite", "smok"], "unknown suite"),
+        (["check", "/nonexistent/path"], "not a run directory"),
+        (["reproduce", "--suite", "nope"], "unknown suite"),
+        (["run", TASK, "--physical-batch-size", "0"], "must be positive"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(argv, message, capsys, tmp_path):
+    assert main(argv + (["--out", str(tmp_path)] if argv[0] == "run" else [])) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_cifar_data_is_a_user_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("EOSBENCH_DATA", raising=False)
+    task = "digits/fc-tanh/mse/gd/lr=0.1"
+    assert main(["run", task, "--set", "data.name=cifar10", "--out", str(tmp_path)]) == 2
+    assert "EOSBENCH_DATA" in capsys.readouterr().err
+
+
+def _fake_run(root, task: Task, records, status="completed"):
+    d = store.run_dir(root, "t", 0)
+    store.atomic_write_json(
+        d / store.RUN_FILE,
+        {"task": to_dict(task), "task_hash": "h", "seed": 0, "status": status, "provenance": {}},
+    )
+    store.atomic_write_text(d / store.METRICS_FILE, store.dumps_records(records))
+    return d
+
+
+def test_check_exit_codes_follow_expectations(tmp_path, capsys):
+    from tests.test_claims import lin_traj
+
+    good = TASKS.get(TASK)
+    d = _fake_run(tmp_path / "a", good, lin_traj(6.0).records)
+    assert main(["check", str(tmp_path / "a")]) == 0
+    verdicts = json.loads((d / store.CLAIMS_FILE).read_text())
+    assert verdicts[0]["verdict"] == "PASS" and verdicts[0]["as_expected"] is True
+    _fake_run(tmp_path / "b", good, lin_traj(16.4).records)
+    assert main(["check", str(tmp_path / "b")]) == 1
+    assert "UNEXPECTED" in capsys.readouterr().out
+
+
+def test_check_corrupt_run_json_is_exit_2(tmp_path, capsys):
+    d = tmp_path / "r"
+    d.mkdir()
+    (d / store.RUN_FILE).write_text("{truncated")
+    assert main(["check", str(d)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_python_m_entry_point():
+    r = subprocess.run(
+        [sys.executable, "-m", "eosbench", "tasks", "scalar/*"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0 and TASK in r.stdout
+    r = subprocess.run(
+        [sys.executable, "-m", "eosbench", "run", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "unknown task 'nope'" in r.stderr and "Traceback" not in r.stderr

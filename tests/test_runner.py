@@ -1,0 +1,111 @@
+"""The runner: determinism, divergence as a status, stop conditions, reuse, chunking."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from eosbench import store
+from eosbench.runner import RunOptions, run
+from eosbench.suites import TASKS
+from eosbench.task import MeasurementSpec, OptimizerSpec, ScheduleSpec, apply_overrides
+
+GD = TASKS.get("digits/fc-tanh/mse/gd/lr=0.1")
+SHORT = apply_overrides(GD, ["schedule.steps=40", "data.n_train=300", "model.width=64"])
+SHORT = replace(SHORT, measurements=(MeasurementSpec("sharpness", every=10),))
+
+
+def series(rdir):
+    """The recorded time series without wall-clock timings."""
+    return [
+        {k: v for k, v in r.items() if not k.endswith("_seconds")}
+        for r in store.read_records(rdir / store.METRICS_FILE)
+    ]
+
+
+def opts(tmp_path, **kw):
+    return RunOptions(out=tmp_path, device="cpu", progress=False, **kw)
+
+
+def test_same_seed_gives_bitwise_identical_series(tmp_path):
+    a = run(SHORT, 0, opts(tmp_path / "a"))
+    b = run(SHORT, 0, opts(tmp_path / "b"))
+    sa, sb = series(a), series(b)
+    assert len(sa) == 41  # steps 0..39 and the final record at step 40
+    assert sa == sb  # JSON floats round-trip exactly: equal means bitwise equal
+    assert any("sharpness" in r for r in sa)
+    c = run(SHORT, 1, opts(tmp_path / "c"))
+    assert series(c) != sa
+
+
+def test_run_json_has_provenance_and_no_identity(tmp_path):
+    meta = json.loads((run(SHORT, 0, opts(tmp_path)) / store.RUN_FILE).read_text())
+    assert meta["status"] == "completed" and meta["step"] == 40
+    prov = meta["provenance"]
+    for key in ("eosbench", "torch", "python", "device_name", "dataset_checksum", "dataset",
+                "tf32_matmul", "deterministic_algorithms", "git_commit"):
+        assert key in prov
+    text = json.dumps(meta)
+    import getpass
+    import socket
+
+    assert socket.gethostname() not in text or socket.gethostname() in ("localhost", "")
+    assert f'"{getpass.getuser()}"' not in text
+
+
+def test_divergence_is_a_status_not_a_crash(tmp_path):
+    t = replace(SHORT, optimizer=OptimizerSpec(name="sgd", lr=50.0), measurements=())
+    rdir = run(t, 0, opts(tmp_path))
+    meta = json.loads((rdir / store.RUN_FILE).read_text())
+    assert meta["status"] == "diverged"
+    k = meta["diverged_at"]
+    recs = store.read_records(rdir / store.METRICS_FILE)
+    assert recs[-1]["step"] == k  # nothing padded after divergence
+    assert k < 40
+
+
+def test_stop_condition(tmp_path):
+    t = replace(SHORT, schedule=ScheduleSpec(steps=500, stop_loss=0.3), measurements=())
+    meta = json.loads((run(t, 0, opts(tmp_path)) / store.RUN_FILE).read_text())
+    assert meta["stop_reason"] == "train_loss < 0.3"
+    assert meta["step"] < 500
+
+
+def test_finished_run_is_reused_unless_forced(tmp_path):
+    rdir = run(SHORT, 0, opts(tmp_path))
+    before = (rdir / store.RUN_FILE).stat().st_mtime_ns
+    assert run(SHORT, 0, opts(tmp_path)) == rdir
+    assert (rdir / store.RUN_FILE).stat().st_mtime_ns == before
+    run(SHORT, 0, opts(tmp_path, force=True))
+    assert (rdir / store.RUN_FILE).stat().st_mtime_ns != before
+
+
+def test_overridden_task_gets_its_own_directory(tmp_path):
+    a = run(SHORT, 0, opts(tmp_path))
+    b = run(apply_overrides(SHORT, ["optimizer.lr=0.05"]), 0, opts(tmp_path))
+    assert a != b and a.parent.name.split("@")[0] == b.parent.name.split("@")[0]
+
+
+def test_chunked_full_batch_matches_unchunked(tmp_path):
+    a = series(run(SHORT, 0, opts(tmp_path / "a", physical_batch_size=None)))
+    b = series(run(SHORT, 0, opts(tmp_path / "b", physical_batch_size=70)))
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-4)
+        if "sharpness" in ra:
+            assert ra["sharpness"] == pytest.approx(rb["sharpness"], rel=2e-3)
+
+
+def test_minibatch_sgd_records_batch_loss_and_eval(tmp_path):
+    t = replace(
+        SHORT,
+        optimizer=OptimizerSpec(name="sgd", lr=0.05, batch_size=32),
+        schedule=ScheduleSpec(steps=30, eval_every=10),
+        measurements=(MeasurementSpec("batch_sharpness", every=15),),
+    )
+    recs = series(run(t, 0, opts(tmp_path)))
+    assert all("batch_loss" in r for r in recs[:-1])
+    assert [r["step"] for r in recs if "train_loss" in r] == [0, 10, 20, 30]
+    assert [r["step"] for r in recs if "batch_sharpness" in r] == [0, 15, 30]
+    assert all(r["batch_sharpness"] > 0 for r in recs if "batch_sharpness" in r)

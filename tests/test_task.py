@@ -1,0 +1,105 @@
+"""Task specs: type-checked overrides, canonical form and content hash."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from eosbench.errors import OverrideError, UserError
+from eosbench.suites import SUITES, TASKS
+from eosbench.task import (
+    ClaimSpec,
+    Task,
+    apply_overrides,
+    content_hash,
+    from_dict,
+    options,
+    slug,
+    to_dict,
+)
+
+
+def test_required_overrides_work():
+    t = Task("x")
+    t2 = apply_overrides(
+        t,
+        [
+            "optimizer.lr=0.05",
+            "optimizer.momentum=0.9",
+            "optimizer.batch_size=32",
+            "schedule.steps=10",
+            "data.n_train=500",
+            "model.width=100",
+            "seed=7",
+        ],
+    )
+    assert t2.optimizer.lr == 0.05 and isinstance(t2.optimizer.lr, float)
+    assert t2.optimizer.momentum == 0.9
+    assert t2.optimizer.batch_size == 32
+    assert t2.schedule.steps == 10
+    assert t2.data.n_train == 500
+    assert t2.model.width == 100
+    assert t2.seeds == (7,)
+    assert apply_overrides(t2, ["optimizer.batch_size=none"]).optimizer.batch_size is None
+    assert apply_overrides(t, ["optimizer.lr=1"]).optimizer.lr == 1.0  # int accepted for float
+    assert apply_overrides(t, ["optimizer.nesterov=true"]).optimizer.nesterov is True
+    assert apply_overrides(t, ["loss=ce"]).loss == "ce"
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("optimizer.lrr=0.1", "did you mean 'optimizer.lr'"),
+        ("optimizer.lr=fast", "expected float"),
+        ("optimizer.lr=nan", "finite"),
+        ("model.width=1.5", "expected int or none"),
+        ("schedule.steps=ten", "expected int or none"),
+        ("optimizer.nesterov=maybe", "expected bool"),
+        ("foo=1", "unknown override key 'foo'"),
+        ("optimizer", "KEY=VALUE"),
+        ("=3", "KEY=VALUE"),
+        ("seed=1.5", "expected int"),
+        ("optimizer.lr", "KEY=VALUE"),
+    ],
+)
+def test_bad_overrides_are_user_errors(bad, message):
+    with pytest.raises(OverrideError, match=message.replace("(", r"\(")):
+        apply_overrides(Task("x"), [bad])
+
+
+@pytest.mark.parametrize("name", TASKS.list())
+def test_registered_tasks_round_trip_and_hash(name):
+    t = TASKS.get(name)
+    d = to_dict(t)
+    assert from_dict(d) == t
+    assert content_hash(from_dict(d)) == content_hash(t)
+    assert "/" not in slug(name)
+
+
+def test_hash_ignores_prose_but_not_computation():
+    t = Task("x", claims=(ClaimSpec("eos", options=options(band=(0.9, 1.1))),))
+    assert content_hash(replace(t, description="other words")) == content_hash(t)
+    assert content_hash(replace(t, seeds=(5,))) == content_hash(t)
+    assert content_hash(apply_overrides(t, ["optimizer.lr=0.02"])) != content_hash(t)
+    assert content_hash(replace(t, name="y")) != content_hash(t)
+
+
+def test_from_dict_rejects_malformed():
+    d = to_dict(Task("x"))
+    d["optimizer"]["learning_rate"] = 1
+    with pytest.raises(UserError, match="invalid task definition"):
+        from_dict(d)
+
+
+def test_every_suite_task_is_registered():
+    for s in SUITES:
+        for name in SUITES.get(s).tasks:
+            assert name in TASKS
+
+
+def test_task_names_follow_the_scheme():
+    for name in TASKS.list():
+        parts = name.split("/")
+        assert len(parts) >= 4, name
+        assert parts[2] in ("mse", "ce"), name
