@@ -157,13 +157,22 @@ def curvlinops_top(model: nn.Module, x: Tensor, y: Tensor, chunk: int, tol: floa
 
 # -- driver -----------------------------------------------------------------------------------
 
-def timed(fn: Callable[[], tuple], repeats: int) -> tuple[float, tuple]:
-    times, out = [], None
+def timed_round_robin(methods: dict[str, Callable[[], tuple]], repeats: int
+                      ) -> dict[str, tuple[float, tuple]]:
+    """Median seconds and last output of each method, repeats interleaved across methods so
+    that all see the same background load; one untimed warm-up call each first."""
+    for fn in methods.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    outs: dict[str, tuple] = {}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+        for name, fn in methods.items():
+            t0 = time.perf_counter()
+            outs[name] = fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(times[name]), outs[name]) for name in methods}
 
 
 def main() -> None:
@@ -202,7 +211,8 @@ def main() -> None:
     ref_op = LossOperator(model, mse, x, y, physical_batch_size=chunk)
 
     def residual(lam: float, v) -> float:
-        v = torch.as_tensor(np.asarray(v), dtype=torch.float32, device=args.device).reshape(-1)
+        v = v if isinstance(v, Tensor) else torch.from_numpy(np.asarray(v))
+        v = v.to(device=args.device, dtype=torch.float32).reshape(-1)
         v = v / v.norm()
         return float((ref_op.matvec(v) - lam * v).norm() / abs(lam))
 
@@ -216,8 +226,8 @@ def main() -> None:
         "eosbench warm": lambda: ours(prev.eigenvectors),
         "cohen-style": lambda: cohen_style(model, x, y, chunk, args.tol),
     }
-    notes = {"cohen-style": "eigsh which='LM', tol=%g" % args.tol,
-             "curvlinops": "eigsh which='LA', tol=%g" % args.tol}
+    notes = {"cohen-style": f"eigsh which='LM', tol={args.tol:g}",
+             "curvlinops": f"eigsh which='LA', tol={args.tol:g}"}
     if "pyhessian" not in args.skip:
         ph_tol = None
         for cand in (1e-4, 1e-5, 1e-6, 1e-7):  # calibration, untimed
@@ -230,12 +240,9 @@ def main() -> None:
         notes["pyhessian"] = f"power iteration, tol={ph_tol:g} (calibrated)"
     methods["curvlinops"] = lambda: curvlinops_top(model, x, y, chunk, args.tol)
 
+    methods = {name: fn for name, fn in methods.items() if name not in args.skip}
     rows = []
-    for name, fn in methods.items():
-        if name in args.skip:
-            continue
-        fn()  # warm-up (lazy initialization of torch.func, LAPACK, ...)
-        sec, (lam, v, n_prod) = timed(fn, args.repeats)
+    for name, (sec, (lam, v, n_prod)) in timed_round_robin(methods, args.repeats).items():
         rows.append((name, sec, n_prod, residual(lam, v), lam))
     ref = next((r for r in rows if r[0] == "cohen-style"), rows[0])
     print(f"\n| method | seconds (median of {args.repeats}) | HVPs | rel. residual | "

@@ -28,6 +28,17 @@ from eosbench.curvature import (
 N, C = 12, 3
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tiny products are latency-bound: on the shared 2-core machine a second intra-op
+    thread only spins against other jobs (10x slower under load).  Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+
 def mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((out - F.one_hot(y, C).to(out.dtype)) ** 2).sum(1).mean()
 
@@ -81,14 +92,14 @@ def flat_loss(model: nn.Module, loss_fn, x, y):
 
 def dense_hessian(model, loss_fn, x, y) -> torch.Tensor:
     theta, f, _ = flat_loss(model, loss_fn, x, y)
-    return hessian(f, theta)
+    return hessian(f, theta, vectorize=True)
 
 
 def dense_ggn(model, loss_fn, x, y) -> torch.Tensor:
     theta, _, forward = flat_loss(model, loss_fn, x, y)
     out = forward(theta).detach()
-    J = jacobian(forward, theta).reshape(out.numel(), -1)
-    H_out = hessian(lambda o: loss_fn(o.view_as(out), y), out.reshape(-1))
+    J = jacobian(forward, theta, vectorize=True).reshape(out.numel(), -1)
+    H_out = hessian(lambda o: loss_fn(o.view_as(out), y), out.reshape(-1), vectorize=True)
     return J.T @ H_out @ J
 
 

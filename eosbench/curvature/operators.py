@@ -105,6 +105,8 @@ class LossOperator:
 
     Cost: :meth:`matvec` is one Hessian-vector product (HVP), :meth:`matmat` on ``k`` columns is
     ``k`` HVPs done as one vectorized pass per chunk, :meth:`gradient` is about half an HVP.
+    With a single chunk the first product also records the gradient's graph (one extra
+    gradient evaluation), which the operator keeps until it is deleted.
     """
 
     def __init__(
@@ -214,7 +216,6 @@ class LossOperator:
         if self._pinv_sqrt is not None:
             W = W * self._pinv_sqrt[:, None]
         product = self._hvp if self.kind == "hessian" else self._ggnvp
-        out = torch.zeros_like(W)
         with training_mode(self.model), torch.no_grad():
             if self.kind == "hessian" and self._single_chunk():
                 if self._recorded is None:
@@ -223,6 +224,7 @@ class LossOperator:
                 vjp_fn = self._recorded
                 out = self._block(lambda v, xb, yb: vjp_fn(v)[0], W, self._x, self._y)
             else:
+                out = torch.zeros_like(W)
                 for xb, yb, w in self.chunks():
                     out.add_(self._block(product, W, xb, yb), alpha=w)
         if self._pinv_sqrt is not None:

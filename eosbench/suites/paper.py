@@ -1,0 +1,1 @@
+"""The paper-shaped suites on CIFAR-10 (filled in below)."""
