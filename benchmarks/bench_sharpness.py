@@ -69,6 +69,19 @@ def digits(n: int, image: bool, device: str) -> tuple[Tensor, Tensor]:
     return x.to(device), y.to(device)
 
 
+def dataset(name: str, n: int, image: bool, device: str) -> tuple[Tensor, Tensor]:
+    """``digits`` as above, or the first ``n`` images of a CIFAR data set read by eosbench's
+    loader from ``$EOSBENCH_DATA`` (standardized with the subset's statistics)."""
+    if name == "digits":
+        return digits(n, image, device)
+    from eosbench.data import load_dataset
+    from eosbench.task import DataSpec
+
+    d = load_dataset(DataSpec(name=name, n_train=n, n_test=1))
+    x = d.x_train if image else d.x_train.flatten(1)
+    return x.to(device), nn.functional.one_hot(d.y_train, d.n_classes).float().to(device)
+
+
 def gd_step(model: nn.Module, x: Tensor, y: Tensor, lr: float) -> float:
     model.zero_grad()
     loss = mse(model(x), y)
@@ -178,7 +191,8 @@ def timed_round_robin(methods: dict[str, Callable[[], tuple]], repeats: int
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--n", type=int, default=1000, help="training examples (first n digits)")
+    p.add_argument("--data", default="digits", choices=["digits", "cifar10"])
+    p.add_argument("--n", type=int, default=1000, help="training examples (the first n)")
     p.add_argument("--model", default="fc-tanh", choices=["fc-tanh", "cnn-relu"])
     p.add_argument("--train-steps", type=int, default=300)
     p.add_argument("--lr", type=float, default=0.1)
@@ -191,13 +205,13 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     image = args.model.startswith("cnn")
-    x, y = digits(args.n, image, args.device)
-    model = build_model(ModelSpec(name=args.model), tuple(x.shape[1:]), N_CLASSES)
+    x, y = dataset(args.data, args.n, image, args.device)
+    model = build_model(ModelSpec(name=args.model), tuple(x.shape[1:]), y.shape[1])
     model = model.to(args.device)
     t0 = time.perf_counter()
     for _ in range(args.train_steps):
         loss = gd_step(model, x, y, args.lr)
-    print(f"# {args.model} on {args.n} digits, {args.train_steps} GD steps (lr={args.lr}) in "
+    print(f"# {args.model} on {args.n} {args.data}, {args.train_steps} GD steps (lr={args.lr}) in "
           f"{time.perf_counter() - t0:.1f}s, loss {loss:.4f}; device {args.device}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     chunk = args.physical_batch_size

@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--suite", default="smoke")
     rp.add_argument("--seeds", help="comma-separated seeds (default: each task's seeds)")
     rp.add_argument("--report", type=Path, help="report directory (default: OUT/report)")
+    rp.add_argument("--jobs", type=int, default=1,
+                    help="runs in parallel worker processes (default: 1, in process)")
     common(rp)
 
     rep = sub.add_parser("report", help="write LaTeX tables, figures and a summary of runs")
@@ -138,7 +140,7 @@ def cmd_check(a: argparse.Namespace) -> int:
 def cmd_reproduce(a: argparse.Namespace) -> int:
     from .claims import check_run
     from .report import print_verdicts, write_report
-    from .runner import run
+    from .runner import run_many
     from .suites import SUITES, TASKS
     from .task import parse_value
 
@@ -148,11 +150,10 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     if a.seeds:
         seeds = [parse_value(s, (int,), "--seeds") for s in a.seeds.split(",")]
     jobs = [(TASKS.get(n), s) for n in suite.tasks for s in (seeds or TASKS.get(n).seeds)]
-    results = []
-    for i, (task, seed) in enumerate(jobs, 1):
-        print(f"[{i}/{len(jobs)}] {task.name} seed {seed}", file=sys.stderr, flush=True)
-        rdir = run(task, seed, opts)
-        results.append((rdir, check_run(rdir)))
+    if a.jobs < 1:
+        raise UserError("--jobs must be at least 1")
+    rdirs = run_many(jobs, opts, a.jobs)
+    results = [(rdir, check_run(rdir)) for rdir in rdirs]
     print_verdicts(results)
     report_dir = a.report or a.out / "report"
     write_report([r for r, _ in results], report_dir, title=f"suite {suite.name}")

@@ -239,6 +239,32 @@ def run(task: Task, seed: int, opts: RunOptions = RunOptions()) -> Path:
     return rdir
 
 
+def _run_job(job: tuple[Task, int, RunOptions]) -> Path:
+    task, seed, opts = job
+    return run(task, seed, opts)
+
+
+def run_many(jobs: list[tuple[Task, int]], opts: RunOptions, workers: int = 1) -> list[Path]:
+    """Run (task, seed) pairs, in this process or in ``workers`` spawned processes; the run
+    directories in the order of ``jobs``.  Progress goes to standard error."""
+    work = [(t, s, opts) for t, s in jobs]
+    out: list[Path] = []
+    if workers <= 1:
+        for i, job in enumerate(work, 1):
+            print(f"[{i}/{len(work)}] {job[0].name} seed {job[1]}", file=sys.stderr, flush=True)
+            out.append(_run_job(job))
+        return out
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        for i, (job, rdir) in enumerate(zip(work, pool.map(_run_job, work), strict=True), 1):
+            print(f"[{i}/{len(work)}] {job[0].name} seed {job[1]}: done", file=sys.stderr,
+                  flush=True)
+            out.append(rdir)
+    return out
+
+
 def _variant(task: Task) -> str:
     """Suffix distinguishing an overridden task from the registered one of the same name."""
     from .suites import TASKS

@@ -208,7 +208,7 @@ def test_too_many_images_is_data_error(synthetic):
 def test_unknown_data_set_suggests():
     with pytest.raises(UnknownNameError, match="cifar10"):
         load_dataset(DataSpec(name="cifar-10"))
-    assert DATASETS.list() == ["cifar10", "cifar100", "digits"]
+    assert DATASETS.list() == ["cifar10", "cifar100", "digits", "scalar"]
 
 
 def test_digits_shapes_and_split():
@@ -415,3 +415,13 @@ def test_random_crop_flip_on_cuda_matches_cpu():
     cpu = random_crop_flip(x, torch.Generator().manual_seed(2))
     gpu = random_crop_flip(x.cuda(), torch.Generator().manual_seed(2))
     assert torch.equal(gpu.cpu(), cpu)
+
+
+def test_scalar_regression_data():
+    d = load_dataset(DataSpec(name="scalar", standardize=False))
+    assert d.n_classes == 1 and d.input_shape == (1,)
+    assert d.y_train.dtype == torch.float32
+    torch.testing.assert_close(d.y_train, d.x_train[:, 0])
+    assert abs(float(d.x_train.square().mean()) - 1.0) < 0.05
+    with pytest.raises(DataError, match="regression"):
+        load_dataset(DataSpec(name="scalar", label_noise=0.1))

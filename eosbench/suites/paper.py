@@ -1,1 +1,172 @@
-"""The paper-shaped suites on CIFAR-10 (filled in below)."""
+"""The paper-shaped suites on CIFAR-10: ``cohen2021``, ``eoss``, ``momentum-eoss``,
+``adam-eos``, ``sam-eos`` and ``linear-net``.
+
+Data: ``cifar10-1k``, the first 1,000 official CIFAR-10 training images (Cohen et al.'s
+subset; exact in the offline copy of this project) and the first 1,000 test images,
+standardized with the training subset's statistics; MSE targets one-hot.  Where the full
+data set is present, ``--set data.n_train=5000`` gives Cohen et al.'s ``cifar10-5k``.
+
+Step sizes are written as thresholds in the names' comments (``lr = 2/T`` for GD).  Each
+task states the verdicts it expects; the verdicts measured on a GPU, with 3 seeds, are in
+``results/`` with their provenance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..task import (
+    ClaimSpec,
+    DataSpec,
+    MeasurementSpec,
+    ModelSpec,
+    OptimizerSpec,
+    ScheduleSpec,
+    Task,
+    options,
+)
+from . import register, sharp, suite
+
+CIFAR1K = DataSpec(name="cifar10", n_train=1000, n_test=1000)
+FC = ModelSpec(name="fc-tanh")
+CNN = ModelSpec(name="cnn-relu")
+COHEN21 = "Cohen et al. 2021 (arXiv:2103.00065v3)"
+COHEN22 = "Cohen et al. 2022, Adaptive Gradient Methods at the Edge of Stability (arXiv:2207.14484)"
+EOSS = "Andreyev & Beneventano (arXiv:2412.20553v3)"
+MEOSS = "Andreyev et al. 2026, momentum EoSS (arXiv:2604.14108)"
+SAM = "Agarwala & Dauphin 2023 (arXiv:2302.08692); Long & Bartlett 2023 (arXiv:2309.12488)"
+
+EOS = ClaimSpec("eos", options=options(band=(0.9, 1.1)))
+EOS_CE = ClaimSpec("eos", options=options(band=(0.9, 1.1), window=(0.0, 0.5)))
+
+
+def gd_task(
+    name: str,
+    lr: float,
+    *,
+    model=FC,
+    loss="mse",
+    steps=15000,
+    claims=(EOS,),
+    every=50,
+    description="",
+    momentum=0.0,
+    nesterov=False,
+    reference=COHEN21,
+) -> Task:
+    return register(
+        Task(
+            name=name,
+            data=CIFAR1K,
+            model=model,
+            loss=loss,
+            optimizer=OptimizerSpec(name="sgd", lr=lr, momentum=momentum, nesterov=nesterov),
+            schedule=ScheduleSpec(steps=steps, eval_every=500),
+            measurements=(sharp(every),),
+            claims=claims,
+            description=description,
+            reference=reference,
+        )
+    )
+
+
+# --- cohen2021: GD (claim 1) and momentum GD (claim 2) ------------------------------------------
+# fc-tanh starts at sharpness ~78 on cifar10-1k (PyTorch's default initialization), so the
+# thresholds are set above it: 2/lr = 150 and 250.
+# fmt: off
+c_fc150 = gd_task("cifar10-1k/fc-tanh/mse/gd/lr=0.01333", 2 / 150,
+                  description="GD, 2/lr = 150: progressive sharpening, then sharpness hovers at 150")
+c_fc250 = gd_task("cifar10-1k/fc-tanh/mse/gd/lr=0.008", 2 / 250, steps=20000,
+                  description="GD, 2/lr = 250")
+c_ce = gd_task("cifar10-1k/fc-tanh/ce/gd/lr=0.01333", 2 / 150, loss="ce", claims=(EOS_CE,),
+               description="GD with cross-entropy: at 2/lr early; may fall away late (window: "
+                           "first half after t*)")
+c_cnn = gd_task("cifar10-1k/cnn-relu/mse/gd/lr=0.01333", 2 / 150, model=CNN,
+                description="GD on Cohen et al.'s CNN (ReLU, max pooling), 2/lr = 150")
+c_neg = gd_task("cifar10-1k/fc-tanh/mse/gd/lr=0.002", 2 / 1000,
+                claims=(replace(EOS, expect="FAIL"),),
+                description="negative control: 2/lr = 1000 is not reached in the budget")
+c_hb = gd_task("cifar10-1k/fc-tanh/mse/hb/lr=0.02533,beta=0.9", 3.8 / 150, momentum=0.9,
+               description="heavy-ball GD: sharpness hovers at (2+2beta)/lr = 150, not 2/lr = 79")
+c_nag = gd_task("cifar10-1k/fc-tanh/mse/nesterov/lr=0.009048,beta=0.9", 3.8 / 2.8 / 150,
+                momentum=0.9, nesterov=True,
+                description="Nesterov GD: sharpness hovers at (2+2beta)/((1+2beta)lr) = 150")
+COHEN_SUITE = suite("cohen2021", [c_fc150, c_fc250, c_ce, c_cnn, c_neg, c_hb, c_nag],
+                    "Cohen et al. 2021 on cifar10-1k: EoS for GD (MSE, CE, fc and CNN) and "
+                    "momentum thresholds, with a negative control")
+
+
+# --- eoss: SGD batch sharpness (claim 3) ----------------------------------------------------------
+def sgd_task(name: str, lr: float, bs: int, *, momentum=0.0, steps=30000, claims=(),
+             description="", reference=EOSS) -> Task:
+    return register(Task(
+        name=name, data=CIFAR1K, model=FC, loss="mse",
+        optimizer=OptimizerSpec(name="sgd", lr=lr, batch_size=bs, momentum=momentum),
+        schedule=ScheduleSpec(steps=steps, eval_every=2000),
+        measurements=(sharp(1000), MeasurementSpec("batch_sharpness", every=500,
+                                                  options=options(rel_se=0.05))),
+        claims=claims, description=description, reference=reference,
+    ))
+
+
+EOSS_CLAIM = ClaimSpec("eoss", options=options(band=(0.85, 1.15), window=0.5))
+e16 = sgd_task("cifar10-1k/fc-tanh/mse/sgd/lr=0.01,bs=16", 0.01, 16, claims=(EOSS_CLAIM,),
+               description="SGD: batch sharpness hovers at 2/lr = 200; full-batch sharpness below")
+e64 = sgd_task("cifar10-1k/fc-tanh/mse/sgd/lr=0.01,bs=64", 0.01, 64, claims=(EOSS_CLAIM,),
+               description="SGD, larger batch: full-batch sharpness higher, still below 2/lr")
+e_neg = sgd_task("cifar10-1k/fc-tanh/mse/sgd/lr=0.001,bs=16", 0.001, 16,
+                 claims=(replace(EOSS_CLAIM, expect="FAIL"),),
+                 description="negative control (the authors'): lr too small, batch sharpness "
+                             "plateaus below 2/lr")
+EOSS_SUITE = suite("eoss", [e16, e64, e_neg],
+                   "Edge of stochastic stability on cifar10-1k: batch sharpness at 2/lr")
+
+
+# --- momentum-eoss (claim 4) ----------------------------------------------------------------------
+def _meoss(target: str) -> ClaimSpec:
+    return replace(EOSS_CLAIM, options=options(band=(0.85, 1.15), window=0.5, target=target))
+
+
+m_small = sgd_task("cifar10-1k/fc-tanh/mse/sgdm/lr=0.001,beta=0.9,bs=8", 0.001, 8, momentum=0.9,
+                   claims=(_meoss("momentum-small-batch"),), reference=MEOSS,
+                   description="momentum SGD, small batch: batch sharpness at 2(1-beta)/lr = 200")
+m_large = sgd_task("cifar10-1k/fc-tanh/mse/sgdm/lr=0.019,beta=0.9,bs=500", 3.8 / 200, 500,
+                   momentum=0.9, claims=(_meoss("momentum-large-batch"),), reference=MEOSS,
+                   description="momentum SGD, large batch: batch sharpness at 2(1+beta)/lr = 200")
+MOMENTUM_EOSS_SUITE = suite("momentum-eoss", [m_small, m_large],
+                            "Momentum EoSS on cifar10-1k: 2(1-beta)/lr small, 2(1+beta)/lr large")
+
+
+# --- adam-eos (claim 5) ---------------------------------------------------------------------------
+def adam_task(name: str, lr: float, beta1: float, description: str) -> Task:
+    return register(Task(
+        name=name, data=CIFAR1K, model=FC, loss="mse",
+        optimizer=OptimizerSpec(name="adam", lr=lr, beta1=beta1, beta2=0.999, eps=1e-7),
+        schedule=ScheduleSpec(steps=6000, eval_every=500),
+        measurements=(MeasurementSpec("preconditioned_sharpness", every=50),),
+        claims=(ClaimSpec("eos", options=options(quantity="preconditioned_sharpness",
+                                                 band=(0.9, 1.1), citation=COHEN22)),),
+        description=description, reference=COHEN22,
+    ))
+
+
+a9 = adam_task("cifar10-1k/fc-tanh/mse/adam/lr=0.0002,beta1=0.9", 2e-4, 0.9,
+               "full-batch Adam: preconditioned sharpness hovers at 38/lr")
+a5 = adam_task("cifar10-1k/fc-tanh/mse/adam/lr=0.0002,beta1=0.5", 2e-4, 0.5,
+               "full-batch Adam, beta1=0.5: preconditioned sharpness at (2+2b1)/((1-b1)lr) = 6/lr")
+ADAM_SUITE = suite("adam-eos", [a9, a5], "Adam at the edge of stability on cifar10-1k")
+
+# --- sam-eos (claim 6) ----------------------------------------------------------------------------
+s_usam = register(Task(
+    name="cifar10-1k/fc-tanh/mse/usam/lr=0.01,rho=0.002",
+    data=CIFAR1K, model=FC, loss="mse",
+    optimizer=OptimizerSpec(name="sam", lr=0.01, rho=0.002, normalized=False),
+    schedule=ScheduleSpec(steps=20000, eval_every=500),
+    measurements=(sharp(50),),
+    claims=(ClaimSpec("eos", options=options(band=(0.9, 1.1), citation=SAM)),),
+    description="unnormalized SAM: sharpness hovers at its edge lr*l*(1+rho*l)=2, i.e. 153 < "
+                "2/lr = 200",
+    reference=SAM,
+))
+SAM_SUITE = suite("sam-eos", [s_usam], "SAM's lower edge on cifar10-1k")
+# fmt: on
