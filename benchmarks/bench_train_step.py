@@ -41,7 +41,7 @@ def plain_loop(model, x, y, lr: float, steps: int, device) -> float:
         loss = mse(model(x), y)
         loss.backward()
         opt.step()
-        float(loss)  # a loop that logs its loss syncs once per step, as eosbench does
+        float(loss.detach())  # a loop that logs its loss syncs once per step, as eosbench does
     _sync(device)
     return (time.perf_counter() - t0) / steps
 
@@ -56,7 +56,10 @@ def eosbench_loop(task, model, tensors, steps: int, device, out: Path) -> float:
     t0 = time.perf_counter()
     trainer.train(lambda: None)
     _sync(device)
-    return (time.perf_counter() - t0) / steps
+    seconds = (time.perf_counter() - t0) / steps
+    if trainer.step != steps or trainer.outcome["status"] != "completed":
+        raise SystemExit(f"eosbench run stopped early: {trainer.outcome} at step {trainer.step}")
+    return seconds
 
 
 def _sync(device) -> None:
@@ -70,26 +73,31 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--model", default="fc-tanh")
     p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--lr", type=float, default=0.01, help="GD step (stable: 2/lr above the "
+                   "initial sharpness, ~78 for fc-tanh on CIFAR-10)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="auto")
     a = p.parse_args()
     device = resolve_device(a.device)
     base = TASKS.get("digits/fc-tanh/mse/gd/lr=0.1")
     task = replace(base, data=DataSpec(name=a.data, n_train=a.n), model=ModelSpec(name=a.model),
+                   optimizer=replace(base.optimizer, lr=a.lr),
                    schedule=ScheduleSpec(steps=a.steps, eval_every=0), measurements=(), claims=())
     data = load_dataset(task.data)
     tensors = tuple(t.to(device) for t in (data.x_train, data.y_train, data.x_test, data.y_test))
     res = {"plain": [], "eosbench": []}
     with TemporaryDirectory() as tmp:
-        for _ in range(a.repeats):
+        for r in range(a.repeats + 1):  # round 0 is an untimed warm-up
             for name in ("plain", "eosbench"):
                 seed_everything(0, device)
                 model = build_model(task.model, data.input_shape, data.n_classes).to(device)
                 if name == "plain":
-                    res[name].append(plain_loop(model, tensors[0], tensors[1], task.optimizer.lr,
-                                                a.steps, device))
+                    sec = plain_loop(model, tensors[0], tensors[1], task.optimizer.lr, a.steps,
+                                     device)
                 else:
-                    res[name].append(eosbench_loop(task, model, tensors, a.steps, device, Path(tmp)))
+                    sec = eosbench_loop(task, model, tensors, a.steps, device, Path(tmp))
+                if r:
+                    res[name].append(sec)
     plain, ours = statistics.median(res["plain"]), statistics.median(res["eosbench"])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"{a.model} on {a.data} n={a.n}, full-batch GD, {a.steps} steps x {a.repeats}, {name}, "

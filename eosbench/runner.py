@@ -43,6 +43,7 @@ from .measure import Context, build_measurements
 from .task import Task, content_hash, slug, to_dict
 
 FLUSH_SECONDS = 30.0  # the time series on disk is at most this old while a run is going
+PARAM_CHECK_EVERY = 100  # steps between explicit checks that all parameters are finite
 
 
 @dataclass(frozen=True)
@@ -257,7 +258,9 @@ def run_many(jobs: list[tuple[Task, int]], opts: RunOptions, workers: int = 1) -
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    threads = max(1, (os.cpu_count() or 1) // workers)  # no oversubscription: it is ruinous
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(threads,)) as pool:
         for i, (job, rdir) in enumerate(zip(work, pool.map(_run_job, work), strict=True), 1):
             print(f"[{i}/{len(work)}] {job[0].name} seed {job[1]}: done", file=sys.stderr,
                   flush=True)
@@ -365,14 +368,20 @@ class _Trainer:
                     x = self.augment(x)
                 closure, stats = self.objective.closure(x, y)
                 self.optimizer.step(closure)
-                loss = float(stats["loss"])
-                acc = None if stats["acc"] is None else float(stats["acc"])
+                if stats["acc"] is None:
+                    loss, acc = float(stats["loss"]), None
+                else:  # one device sync for both
+                    loss, acc = torch.stack([stats["loss"], stats["acc"]]).tolist()
                 key = "train" if self.batches is None and self.augment is None else "batch"
                 rec[f"{key}_loss"] = loss
                 if acc is not None:
                     rec[f"{key}_acc"] = acc
                 self.records.append(rec)
-                if not math.isfinite(loss) or not _finite_params(self.model):
+                # a non-finite update shows in the next step's loss; parameters are also
+                # checked every PARAM_CHECK_EVERY steps and at the end
+                if not math.isfinite(loss) or (
+                    self.step % PARAM_CHECK_EVERY == 0 and not _finite_params(self.model)
+                ):
                     self.outcome = {"status": "diverged", "diverged_at": self.step}
                     return
                 reason = self._stop_reason(rec)
@@ -392,6 +401,9 @@ class _Trainer:
                 if time.time() - last_flush > FLUSH_SECONDS:
                     flush()
                     last_flush = time.time()
+            if not _finite_params(self.model):
+                self.outcome = {"status": "diverged", "diverged_at": self.step}
+                return
             rec = {"step": self.step}
             self._measure(rec, final=True)
             self._evaluate(rec, final=True)

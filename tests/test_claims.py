@@ -143,3 +143,15 @@ def test_linear_net():
     assert "ABOVE" in linear_net(lin_traj(12.0), t).detail
     assert "NOT converged" in linear_net(lin_traj(6.0, final_loss=1e-2), t).detail
     assert "not evaluable" in linear_net(Trajectory([{"step": 0, "train_loss": 1.0}]), t).detail
+
+
+def test_eoss_suppression():
+    from eosbench.claims.stochastic import eoss_suppression
+
+    sgd = Task("t", optimizer=OptimizerSpec(name="sgd", lr=0.1, batch_size=16))  # 2/lr = 20
+    assert eoss_suppression(eoss_traj(16.0, 12.0), sgd).verdict == "PASS"
+    at_edge = eoss_suppression(eoss_traj(16.0, 19.8), sgd)  # GD-like: sharpness at 2/lr
+    assert at_edge.verdict == "FAIL" and "NOT suppressed" in at_edge.detail
+    inverted = eoss_suppression(eoss_traj(10.0, 12.0), sgd)
+    assert inverted.verdict == "FAIL" and "NOT above" in inverted.detail
+    assert "not evaluable" in eoss_suppression(eoss_traj(16.0, 12.0, end=100), sgd).detail

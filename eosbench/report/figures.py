@@ -55,11 +55,12 @@ def write_figures(runs, out: Path) -> list[Path]:
     ncol = min(MAX_COLUMNS, len(names))
     nblocks = math.ceil(len(names) / ncol)
     fig, axes = plt.subplots(
-        2 * nblocks, ncol, figsize=(3.6 * ncol, 4.6 * nblocks), squeeze=False, sharex="col"
+        2 * nblocks, ncol, figsize=(3.6 * ncol, 4.6 * nblocks), squeeze=False
     )
     palette = sns.color_palette("colorblind")
     for i, name in enumerate(names):
         ax_q, ax_l = axes[2 * (i // ncol), i % ncol], axes[2 * (i // ncol) + 1, i % ncol]
+        ax_l.sharex(ax_q)
         thr = _threshold(tasks[name])
         for j, q in enumerate(QUANTITIES):
             for k, (_, traj) in enumerate(sorted(by_task[name], key=lambda st: st[0])):
@@ -76,17 +77,11 @@ def write_figures(runs, out: Path) -> list[Path]:
         if thr is not None:
             ax_q.axhline(thr[1], ls="--", color="k", lw=0.8, label=f"threshold {thr[1]:.3g}")
         for k, (seed, traj) in enumerate(sorted(by_task[name], key=lambda st: st[0])):
-            for key, ls in (("train_loss", "-"), ("batch_loss", ":")):
-                s, v = traj.values(key)
-                if len(v) and (v > 0).all():
-                    ax_l.plot(
-                        s,
-                        v,
-                        ls=ls,
-                        lw=0.8,
-                        color=palette[k % len(palette)],
-                        label=f"seed {seed}" if key == "train_loss" or k == 0 else None,
-                    )
+            s, v = traj.values("train_loss")  # full-batch loss (every step for GD, on eval for SGD)
+            keep = v > 0
+            sparse = len(v) < 200
+            ax_l.plot(s[keep], v[keep], lw=0.8, color=palette[k % len(palette)],
+                      marker="o" if sparse else None, ms=2.5, label=f"seed {seed}")
         if any(len(t.values("train_loss")[1]) for _, t in by_task[name]):
             ax_l.set_yscale("log")
         ax_q.set_title(name, fontsize=7)

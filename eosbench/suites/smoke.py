@@ -59,15 +59,22 @@ hb_mse = register(
         gd_mse,
         name="digits/fc-tanh/mse/hb/lr=0.15,beta=0.5",
         optimizer=OptimizerSpec(name="sgd", lr=0.15, momentum=0.5),
+        schedule=ScheduleSpec(steps=2000, eval_every=250),
         description="heavy-ball GD sharpens to (2+2beta)/lr=20 (not 2/lr=13.3) and hovers there",
     )
 )
 
-# EoSS on digits needs a problem that is not fitted before the batch sharpness reaches 2/lr:
-# with clean labels SGD converges first and the batch sharpness plateaus at 0.3-0.7 of 2/lr
-# (the "lr too small" regime of the authors' README), so the smoke task memorizes 50% noisy
-# labels.  Calibration: see results/smoke/README.md.
+# EoSS on digits: with clean labels SGD fits the data before its batch sharpness gets near
+# 2/lr (it plateaus at 0.3-0.5 of it), so the smoke task memorizes 50% noisy labels.  There the
+# batch sharpness plateaus at 0.76-0.87 of 2/lr over seeds 0-2 (at lr=0.3 and at lr=0.1 alike),
+# short of the paper's "at 2/lr" (the `eoss` claim, kept in the `eoss` suite with its measured
+# FAIL); what the smoke suite checks is the other half of the v3 statement, which holds on every
+# seed: the full-batch sharpness is suppressed below 2/lr and below the batch sharpness, while
+# full-batch GD at the same step size sits at 2/lr (negative control).
 NOISY_DIGITS = replace(DIGITS, label_noise=0.5, noise_seed=0)
+BATCH_SHARPNESS_16 = MeasurementSpec(
+    "batch_sharpness", every=500, options=options(batch_size=16, rel_se=0.05)
+)
 sgd_mse = register(
     Task(
         name="digits-noisy50/fc-tanh/mse/sgd/lr=0.3,bs=16",
@@ -75,25 +82,24 @@ sgd_mse = register(
         model=FC_TANH,
         loss="mse",
         optimizer=OptimizerSpec(name="sgd", lr=0.3, batch_size=16),
-        schedule=ScheduleSpec(steps=40000, eval_every=2000),
-        measurements=(
-            _sharp(2000),
-            MeasurementSpec("batch_sharpness", every=500, options=options(rel_se=0.05)),
-        ),
-        claims=(ClaimSpec("eoss", options=options(band=(0.8, 1.2), window=0.5)),),
-        description="SGD: batch sharpness rises to 2/lr and hovers there while the full-batch "
-        "sharpness stays below",
+        schedule=ScheduleSpec(steps=20000, eval_every=2000),
+        measurements=(_sharp(1000), BATCH_SHARPNESS_16),
+        claims=(ClaimSpec("eoss_suppression"),),
+        description="SGD: the full-batch sharpness is suppressed below 2/lr and below the batch "
+        "sharpness",
         reference="Andreyev & Beneventano, Edge of Stochastic Stability (arXiv:2412.20553v3)",
     )
 )
-sgd_mse_small_lr = register(
+gd_noisy = register(
     replace(
         sgd_mse,
-        name="digits-noisy50/fc-tanh/mse/sgd/lr=0.1,bs=16",
-        optimizer=OptimizerSpec(name="sgd", lr=0.1, batch_size=16),
-        claims=(ClaimSpec("eoss", expect="FAIL", options=options(band=(0.8, 1.2), window=0.5)),),
-        description="negative control (the authors'): with lr too small the batch sharpness "
-        "plateaus below 2/lr",
+        name="digits-noisy50/fc-tanh/mse/gd/lr=0.3",
+        optimizer=OptimizerSpec(name="sgd", lr=0.3),
+        schedule=ScheduleSpec(steps=2000, eval_every=500),
+        measurements=(_sharp(100), replace(BATCH_SHARPNESS_16, every=200)),
+        claims=(ClaimSpec("eoss_suppression", expect="FAIL"),),
+        description="negative control: full-batch GD at the same step size is not suppressed; "
+        "its sharpness sits at 2/lr",
     )
 )
 
@@ -126,7 +132,7 @@ lin_small = register(
 
 SMOKE = suite(
     "smoke",
-    [gd_mse, gd_mse_small_lr, hb_mse, sgd_mse, sgd_mse_small_lr, lin_large, lin_small],
+    [gd_mse, gd_mse_small_lr, hb_mse, sgd_mse, gd_noisy, lin_large, lin_small],
     "the main job: digits + fc-tanh on CPU in minutes; EoS, momentum, EoSS, linear net",
 )
 
