@@ -1,6 +1,6 @@
 """nox sessions of eosbench.
 
-    nox -s smoke                      # the main job: reproduce the smoke suite on CPU (~3 min)
+    nox -s smoke                      # the main job: reproduce the smoke suite on CPU (~4-5 min, 2 cores)
     nox -s tests                      # the test suite (fast + slow tiers)
     nox -s lint                       # ruff
     nox -s reproduce -- --suite NAME  # any suite; arguments go to `eosbench reproduce`
@@ -66,6 +66,8 @@ def smoke(session: nox.Session) -> None:
         "cpu",
         "--out",
         "runs/smoke",
+        "--jobs",
+        str(min(4, os.cpu_count() or 1)),  # parallel runs, one torch thread pool each
         *session.posargs,
     )
 
