@@ -156,7 +156,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     results = [(rdir, check_run(rdir)) for rdir in rdirs]
     print_verdicts(results)
     report_dir = a.report or a.out / "report"
-    write_report([r for r, _ in results], report_dir, title=f"suite {suite.name}")
+    write_report([r for r, _ in results], report_dir)
     print(report_dir)
     return 0 if all(v.as_expected for _, vs in results for v in vs) else 1
 
@@ -169,7 +169,7 @@ def cmd_report(a: argparse.Namespace) -> int:
     if not runs:
         raise UserError(f"no runs found under {a.results}")
     out = a.out or a.results / "report"
-    write_report(runs, out, title=str(a.results))
+    write_report(runs, out)
     print(out)
     return 0
 

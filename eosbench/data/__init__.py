@@ -253,18 +253,11 @@ def _cifar100(spec: DataSpec, root: Path | None) -> RawPool:
     return load_cifar_pool("cifar100", root)
 
 
-def download(
-    name: str,
-    root: str | os.PathLike | None = None,
-    *,
-    url: str | None = None,
-    md5: str | None = None,
-    timeout: float = 60.0,
-) -> Path:
-    """Download and MD5-check the official tarball of ``name`` (:func:`.cifar.download`)."""
-    from .cifar import download as _download
+def download(name: str, root: str | os.PathLike | None = None, **kw) -> Path:
+    """Download and MD5-check the official tarball of ``name``: :func:`.cifar.download`."""
+    from .cifar import download as _download  # lazy: urllib only when downloading
 
-    return _download(name, root, url=url, md5=md5, timeout=timeout)
+    return _download(name, root, **kw)
 
 
 DATASETS.register("digits", _digits)

@@ -31,12 +31,26 @@ def print_verdicts(results: Sequence[tuple[Path, list[Verdict]]]) -> None:
     print(f"{n - bad} of {n} verdicts as expected" + (f"; {bad} UNEXPECTED" if bad else ""))
 
 
-def write_report(runs: Sequence[Path], out: Path, title: str = "") -> list[Path]:
+def _title(frames) -> str:
+    """"suite NAME" for the smallest suite holding every task of the runs, else "N tasks":
+    a function of the runs alone, so a regenerated report is byte-identical."""
+    from ..suites import SUITES
+
+    tasks = set(frames["runs"]["task"])
+    holders = [SUITES.get(n) for n in SUITES.list() if tasks <= set(SUITES.get(n).tasks)]
+    if holders:
+        return "suite " + min(holders, key=lambda s: (len(s.tasks), s.name)).name
+    return f"{len(tasks)} tasks"
+
+
+def write_report(runs: Sequence[Path], out: Path, title: str | None = None) -> list[Path]:
     """Write ``claims.tex``, ``curvature.tex``, ``summary.csv``, ``summary.json`` and
-    figures (PNG and PDF) for ``runs`` into ``out``; return the files written."""
+    figures (PNG and PDF) for ``runs`` into ``out``; return the files written.  The
+    default title names the suite the runs belong to."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     frames = load_runs(runs)
+    title = title or _title(frames)
     written = write_tables(frames, out, title)
     written += write_figures(runs, out)
     index = {

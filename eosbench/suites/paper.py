@@ -138,22 +138,27 @@ MOMENTUM_EOSS_SUITE = suite("momentum-eoss", [m_small, m_large],
 
 
 # --- adam-eos (claim 5) ---------------------------------------------------------------------------
-def adam_task(name: str, lr: float, beta1: float, description: str) -> Task:
+def adam_task(name: str, lr: float, beta1: float, description: str, rise: float = 0.5) -> Task:
     return register(Task(
         name=name, data=CIFAR1K, model=FC, loss="mse",
         optimizer=OptimizerSpec(name="adam", lr=lr, beta1=beta1, beta2=0.999, eps=1e-7),
         schedule=ScheduleSpec(steps=6000, eval_every=500),
         measurements=(MeasurementSpec("preconditioned_sharpness", every=50),),
         claims=(ClaimSpec("eos", options=options(quantity="preconditioned_sharpness",
-                                                 band=(0.9, 1.1), citation=COHEN22)),),
+                                                 band=(0.9, 1.1), rise=rise,
+                                                 citation=COHEN22)),),
         description=description, reference=COHEN22,
     ))
 
 
 a9 = adam_task("cifar10-1k/fc-tanh/mse/adam/lr=0.0002,beta1=0.9", 2e-4, 0.9,
                "full-batch Adam: preconditioned sharpness hovers at 38/lr")
-a5 = adam_task("cifar10-1k/fc-tanh/mse/adam/lr=0.0002,beta1=0.5", 2e-4, 0.5,
-               "full-batch Adam, beta1=0.5: preconditioned sharpness at (2+2b1)/((1-b1)lr) = 6/lr")
+# At beta1 = 0.5 the preconditioned sharpness is already within 10% of 6/lr at the first
+# measurement (step 50; GPU, lr 2e-4: 3.08e4-3.29e4 vs 3.0e4; CPU, lr 5e-5: 1.13e5 vs 1.2e5),
+# so there is no progressive-sharpening phase to check: the claim is the equilibrium alone.
+a5 = adam_task("cifar10-1k/fc-tanh/mse/adam/lr=5e-05,beta1=0.5", 5e-5, 0.5,
+               "full-batch Adam, beta1=0.5: preconditioned sharpness at (2+2b1)/((1-b1)lr) = 6/lr",
+               rise=0.0)
 ADAM_SUITE = suite("adam-eos", [a9, a5], "Adam at the edge of stability on cifar10-1k")
 
 # --- sam-eos (claim 6) ----------------------------------------------------------------------------
