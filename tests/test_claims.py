@@ -155,3 +155,13 @@ def test_eoss_suppression():
     inverted = eoss_suppression(eoss_traj(10.0, 12.0), sgd)
     assert inverted.verdict == "FAIL" and "NOT above" in inverted.detail
     assert "not evaluable" in eoss_suppression(eoss_traj(16.0, 12.0, end=100), sgd).detail
+
+
+@pytest.mark.parametrize("status", ["running", "interrupted", "failed"])
+def test_unfinished_run_is_not_evaluable(status):
+    t = eos_traj()
+    task = Task("t", optimizer=GD.optimizer, claims=(ClaimSpec("eos"),))
+    (v,) = evaluate(task, Trajectory(t.records, status))
+    assert v.verdict == "FAIL" and "did not finish" in v.detail and status in v.detail
+    (ok,) = evaluate(task, Trajectory(t.records, "completed"))
+    assert ok.verdict == "PASS"

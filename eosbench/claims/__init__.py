@@ -21,6 +21,7 @@ import numpy as np
 from .. import store
 from ..errors import UserError
 from ..registry import Registry
+from ..store import FINISHED
 from ..task import Task, from_dict
 
 CLAIMS: Registry = Registry("claim")
@@ -97,6 +98,11 @@ def evaluate(task: Task, traj: Trajectory) -> list[Verdict]:
 
     out = []
     for spec in task.claims:
+        if traj.status not in FINISHED:  # a cut-off series must not pass for a whole run
+            v = fail(spec.name, f"the run did not finish (status {traj.status!r} at step "
+                                f"{traj.last_step})")
+            out.append(Verdict(**{**asdict(v), "expected": spec.expect}))
+            continue
         fn = CLAIMS.get(spec.name)
         v = fn(traj, task, **dict(spec.options))
         out.append(Verdict(**{**asdict(v), "expected": spec.expect}))
