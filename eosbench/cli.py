@@ -81,7 +81,10 @@ def _run_options(a: argparse.Namespace):
 
     if a.physical_batch_size is not None and a.physical_batch_size <= 0:
         raise UserError("--physical-batch-size must be positive")
+    if a.checkpoint_every < 0:
+        raise UserError("--checkpoint-every must be at least 0")
     return RunOptions(
+        checkpoint_every=a.checkpoint_every,
         out=a.out,
         device=a.device,
         physical_batch_size=a.physical_batch_size,

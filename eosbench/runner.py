@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import provenance, store
+from . import checkpoint, provenance, store
 from .errors import UserError
 from .losses import LOSSES, accuracy_count
 from .measure import Context, build_measurements
@@ -55,6 +55,8 @@ class RunOptions:
     force: bool = False  # recompute even if a finished run with the same hash exists
     progress: bool | None = None  # progress bar; None = only when stderr is a terminal
     allow_tf32: bool = False  # TF32 matmuls on Ampere+ GPUs (faster, less exact)
+    checkpoint_every: int = 1000  # steps between checkpoints (0 = none); see eosbench.checkpoint
+    resume: bool = True  # continue an unfinished run from its checkpoint
 
 
 def resolve_device(name: str) -> torch.device:
@@ -222,10 +224,15 @@ def run(task: Task, seed: int, opts: RunOptions = RunOptions()) -> Path:
             },
         }
         trainer = _Trainer(task, seed, opts, model, loss_fn, optimizer, (x_tr, y_tr, x_te, y_te))
+        trainer.task_hash = thash
+        if opts.resume and not opts.force and checkpoint.restore(trainer, rdir):
+            meta["resumed_from_step"] = trainer.step
         started = time.time()
         store.atomic_write_json(rdir / store.RUN_FILE, meta)
         try:
-            trainer.train(lambda: _flush(rdir, meta, trainer, started))
+            with checkpoint.TermFlag() as term:
+                trainer.train(lambda: _flush(rdir, meta, trainer, started),
+                              lambda: checkpoint.save(trainer, rdir), term)
         except KeyboardInterrupt:
             meta["status"] = "interrupted"
             _flush(rdir, meta, trainer, started)
@@ -237,6 +244,9 @@ def run(task: Task, seed: int, opts: RunOptions = RunOptions()) -> Path:
             raise
         meta.update(trainer.outcome)
         _flush(rdir, meta, trainer, started)
+        if meta["status"] == "interrupted":
+            raise KeyboardInterrupt(f"{rdir}: interrupted by SIGTERM at step {trainer.step}")
+        (rdir / checkpoint.FILE).unlink(missing_ok=True)
     return rdir
 
 
@@ -315,8 +325,10 @@ class _Trainer:
 
             gen = torch.Generator(device=self.x_tr.device).manual_seed(seed + 3_000_017)
             self.augment = lambda x: random_crop_flip(x, gen)
+            self.augment_gen = gen
         else:
             self.augment = None
+            self.augment_gen = None
 
     def _measure(self, rec: dict[str, Any], final: bool) -> None:
         self.ctx.step = self.step
@@ -350,12 +362,21 @@ class _Trainer:
             return f"train_acc >= {s.stop_accuracy}"
         return None
 
-    def train(self, flush) -> None:
+    def train(self, flush, save=None, term=None) -> None:
         total = self.task.total_steps(self.x_tr.shape[0])
         last_flush = time.time()
         bar = _progress(total, self.task.name, self.opts.progress)
+        bar.update(self.step)
+        every, start = self.opts.checkpoint_every, self.step
         try:
             while self.step < total:
+                if save is not None and self.step > start and (
+                    (every and self.step % every == 0) or (term is not None and term.set)
+                ):
+                    save()  # between two steps: the state is consistent here
+                    if term is not None and term.set:
+                        self.outcome = {"status": "interrupted"}
+                        return
                 rec: dict[str, Any] = {"step": self.step}
                 self._measure(rec, final=False)
                 self._evaluate(rec, final=False)
