@@ -38,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
             help="examples per forward/backward chunk (default: 4096)",
         )
         sp.add_argument("--force", action="store_true", help="recompute finished runs")
+        sp.add_argument(
+            "--checkpoint-every",
+            type=int,
+            default=1000,
+            metavar="STEPS",
+            help="steps between checkpoints; an unfinished run resumes from its last one "
+            "(default: 1000, 0 = none; --force starts over)",
+        )
         sp.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on GPU")
         sp.add_argument("--no-progress", action="store_true", help="no progress bars")
 
