@@ -197,7 +197,11 @@ def run(task: Task, seed: int, opts: RunOptions = RunOptions()) -> Path:
     device = resolve_device(opts.device)
     loss_fn = LOSSES.get(task.loss)
     data = load_dataset(task.data, opts.data_root)
-    with store.locked(rdir):
+    with store.locked(rdir, wait=True):
+        # another worker may have finished this run while we waited for the lock
+        previous = store.read_run_json(rdir)
+        if not opts.force and store.finished_run(rdir, thash, seed):
+            return rdir
         seed_everything(seed, device, opts.allow_tf32)
         model = build_model(task.model, data.input_shape, data.n_classes).to(device)
         model.train()
@@ -213,6 +217,9 @@ def run(task: Task, seed: int, opts: RunOptions = RunOptions()) -> Path:
             "diverged_at": None,
             "stop_reason": None,
             "error": None,
+            # executions started for this task and seed (a resume counts as one more)
+            "attempts": 1 + (previous.get("attempts", 1) if previous.get("task_hash") == thash
+                             and not opts.force else 0),
             "provenance": {
                 **provenance.collect(device),
                 "physical_batch_size": opts.physical_batch_size,

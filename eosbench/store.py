@@ -119,15 +119,17 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
     return sorted(found)
 
 
+def read_run_json(path: Path) -> dict[str, Any]:
+    """The run record in ``path``, or ``{}`` when absent or unreadable."""
+    try:
+        return json.loads((Path(path) / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
 def finished_run(path: Path, task_hash: str, seed: int) -> dict[str, Any] | None:
     """The run record at ``path`` if it finished with this task hash and seed."""
-    f = Path(path) / RUN_FILE
-    if not f.is_file():
-        return None
-    try:
-        meta = json.loads(f.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
+    meta = read_run_json(path)
     if (
         meta.get("task_hash") == task_hash
         and meta.get("seed") == seed
@@ -138,13 +140,14 @@ def finished_run(path: Path, task_hash: str, seed: int) -> dict[str, Any] | None
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on run directory ``path`` (never two workers on one run)."""
+def locked(path: Path, wait: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on run directory ``path`` (never two workers on one run):
+    wait for it, or raise :class:`UserError` at once if another process holds it."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     with open(path / ".lock", "w") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise UserError(f"{path}: another process is running this run") from None
         try:

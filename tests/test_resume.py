@@ -84,6 +84,7 @@ def test_sigkill_then_resume_is_bitwise_identical(name, tmp_path):
     assert resumed == rdir
     meta = store.read_json(rdir / store.RUN_FILE)
     assert meta["status"] == "completed" and meta.get("resumed_from_step", 0) > 0
+    assert meta["attempts"] == 2
     assert series(rdir) == reference
     assert not (rdir / checkpoint.FILE).exists()  # removed once the run completed
 
@@ -110,3 +111,24 @@ def test_foreign_or_corrupt_checkpoint_is_ignored(tmp_path):
     (rdir / checkpoint.FILE).write_bytes(b"not a checkpoint")
     again = run(small, 0, RunOptions(out=tmp_path, device="cpu", progress=False, force=False))
     assert series(again) == ref
+
+
+def test_two_concurrent_reproduce_run_each_run_once(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "eosbench", "reproduce", "--suite", "linear-net", "--out",
+           str(tmp_path), "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    procs = [subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    runs = store.find_runs([tmp_path])
+    assert len(runs) == 15
+    for r in runs:
+        meta = store.read_json(r / store.RUN_FILE)
+        assert meta["status"] in ("completed", "diverged")
+        assert meta["attempts"] == 1, r  # executed once, by one of the two processes
+        assert store.read_records(r / store.METRICS_FILE)  # readable, not corrupted
+    # both wrote the same report
+    a = (tmp_path / "report" / "claims.tex").read_bytes()
+    assert b"suite linear-net" in a
