@@ -74,8 +74,21 @@ def write_figures(runs, out: Path) -> list[Path]:
                         lw=1,
                         label=f"{q.replace('_', ' ')}" if k == 0 else None,
                     )
+        levels = []
         if thr is not None:
             ax_q.axhline(thr[1], ls="--", color="k", lw=0.8, label=f"threshold {thr[1]:.3g}")
+            levels.append(thr[1])
+        opt = tasks[name].optimizer
+        if opt.batch_size and opt.momentum > 0:  # momentum EoSS levels (Andreyev et al. 2026)
+            for level, ls, text in ((2 * (1 - opt.momentum) / opt.lr, ":", "2(1-b)/lr"),
+                                    (2 * (1 + opt.momentum) / opt.lr, "-.", "2(1+b)/lr")):
+                ax_q.axhline(level, ls=ls, color="grey", lw=0.8, label=f"{text} {level:.3g}")
+                levels.append(level)
+        data_max = max((v.max() for _, t in by_task[name] for q in QUANTITIES
+                        if len(v := t.values(q)[1])), default=None)
+        if levels and data_max is not None:  # a far-away level must not flatten the curves
+            ax_q.set_ylim(bottom=min(0.0, ax_q.get_ylim()[0]) if data_max < 0 else 0.0,
+                          top=1.15 * max(data_max, min(levels)))
         for k, (seed, traj) in enumerate(sorted(by_task[name], key=lambda st: st[0])):
             s, v = traj.values("train_loss")  # full-batch loss (every step for GD, on eval for SGD)
             keep = v > 0
