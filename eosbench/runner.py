@@ -248,6 +248,11 @@ def run(task: Task, seed: int, opts: RunOptions = RunOptions()) -> Path:
             meta["status"] = "failed"
             meta["error"] = f"{type(e).__name__}: {e}"
             _flush(rdir, meta, trainer, started)
+            if isinstance(e, torch.OutOfMemoryError):
+                raise UserError(
+                    f"{rdir}: out of memory on {device} at step {trainer.step}; try a smaller "
+                    f"--physical-batch-size (now {opts.physical_batch_size})"
+                ) from None
             raise
         meta.update(trainer.outcome)
         _flush(rdir, meta, trainer, started)

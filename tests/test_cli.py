@@ -39,6 +39,10 @@ def test_tasks_lists_and_filters(capsys):
         (["check", "/nonexistent/path"], "not a run directory"),
         (["reproduce", "--suite", "nope"], "unknown suite"),
         (["run", TASK, "--physical-batch-size", "0"], "must be positive"),
+        (["run", TASK, "--checkpoint-every", "-1"], "must be at least 0"),
+        (["run", TASK, "--set", "optimizer.lr=-1"], "lr"),
+        (["run", TASK, "--set", "model.width=3"], "width"),
+        (["reproduce", "--suite", "smoke", "--jobs", "0"], "--jobs must be at least 1"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(argv, message, capsys, tmp_path):

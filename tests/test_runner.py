@@ -109,3 +109,19 @@ def test_minibatch_sgd_records_batch_loss_and_eval(tmp_path):
     assert [r["step"] for r in recs if "train_loss" in r] == [0, 10, 20, 30]
     assert [r["step"] for r in recs if "batch_sharpness" in r] == [0, 15, 30]
     assert all(r["batch_sharpness"] > 0 for r in recs if "batch_sharpness" in r)
+
+
+def test_out_of_memory_is_a_user_error_with_advice(tmp_path, monkeypatch):
+    import torch
+
+    from eosbench.errors import UserError
+    from eosbench.runner import Objective
+
+    def oom(self, x, y):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Objective, "closure", oom)
+    with pytest.raises(UserError, match="smaller --physical-batch-size"):
+        run(replace(SHORT, measurements=()), 0, opts(tmp_path))
+    meta = json.loads(next(tmp_path.rglob("run.json")).read_text())
+    assert meta["status"] == "failed" and "OutOfMemoryError" in meta["error"]
