@@ -15,15 +15,16 @@ On CPU a resumed run's time series is bitwise identical to an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import os
+import io
 import random
 import signal
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from . import store
 
 FILE = "checkpoint.pt"
 
@@ -55,18 +56,9 @@ def state(trainer) -> dict[str, Any]:
 
 def save(trainer, rdir: Path) -> None:
     """Write the trainer's state to ``rdir/checkpoint.pt`` atomically."""
-    path = Path(rdir) / FILE
-    fd, tmp = tempfile.mkstemp(dir=rdir, prefix=f".{FILE}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state(trainer), tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    torch.save(state(trainer), buf)
+    store.atomic_write_bytes(Path(rdir) / FILE, buf.getvalue())
 
 
 def restore(trainer, rdir: Path) -> bool:
