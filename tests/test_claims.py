@@ -112,6 +112,16 @@ def test_eoss_pass_fail_and_negative_control():
     assert "not evaluable" in eoss(eoss_traj(20.0, 12.0, end=100), SGD).detail
 
 
+def test_eoss_hover_alone_reports_but_does_not_judge_the_full_batch_sharpness():
+    at_edge = eoss(eoss_traj(20.0, 20.4), SGD, full_below=False)  # GD-like full-batch sharpness
+    assert at_edge.verdict == "PASS" and "1.020 T (not judged" in at_edge.detail
+    assert "not judged" in at_edge.tolerance
+    # the hover half still decides: a plateau below the edge FAILs, so does too few points
+    assert eoss(eoss_traj(12.0, 8.0), SGD, full_below=False).verdict == "FAIL"
+    assert eoss(eoss_traj(20.0, 12.0, end=100), SGD, full_below=False).verdict == "FAIL"
+    assert eoss(eoss_traj(20.0, 20.4), SGD).verdict == "FAIL"  # the default judges it
+
+
 def test_eoss_momentum_targets():
     m = Task("t", optimizer=OptimizerSpec(name="sgd", lr=0.1, momentum=0.5, batch_size=8))
     assert eoss(eoss_traj(10.0, 5.0), m, target="momentum-small-batch").verdict == "PASS"
