@@ -114,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="write LaTeX tables, figures and a summary of runs")
     rep.add_argument("results", type=Path)
     rep.add_argument("--out", type=Path, help="report directory (default: RESULTS/report)")
+    rep.add_argument(
+        "--with-runs",
+        action="store_true",
+        help="also copy each run's run.json, claims.json and metrics.jsonl (not its "
+        "checkpoint) to OUT/runs/, as results/ publishes them; OUT must lie outside RESULTS",
+    )
 
     _submit_parsers(sub)
 
@@ -332,13 +338,23 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from .report import write_report
+    from .report import copy_runs, write_report
     from .store import find_runs
 
     runs = find_runs([a.results])
     if not runs:
         raise UserError(f"no runs found under {a.results}")
     out = a.out or a.results / "report"
+    if a.with_runs:
+        copies = (out / "runs").resolve()
+        root = a.results.resolve()
+        if copies != root and copies.is_relative_to(root):
+            raise UserError(
+                f"--with-runs: the copies in {out / 'runs'} would lie under {a.results} and "
+                "be found as runs a second time by check, report and the comparisons; "
+                "give an --out outside it"
+            )
+        copy_runs(runs, out / "runs")
     write_report(runs, out)
     print(out)
     return 0

@@ -62,7 +62,14 @@ def _fake_run(root, task: Task, records, status="completed"):
     d = store.run_dir(root, "t", 0)
     store.atomic_write_json(
         d / store.RUN_FILE,
-        {"task": to_dict(task), "task_hash": "h", "seed": 0, "status": status, "provenance": {}},
+        {
+            "task": to_dict(task),
+            "task_hash": "h",
+            "seed": 0,
+            "status": status,
+            "step": max((r["step"] for r in records), default=0),
+            "provenance": {},
+        },
     )
     store.atomic_write_text(d / store.METRICS_FILE, store.dumps_records(records))
     return d
@@ -79,6 +86,51 @@ def test_check_exit_codes_follow_expectations(tmp_path, capsys):
     _fake_run(tmp_path / "b", good, lin_traj(16.4).records)
     assert main(["check", str(tmp_path / "b")]) == 1
     assert "UNEXPECTED" in capsys.readouterr().out
+
+
+def test_check_of_a_run_without_its_time_series_reports_the_recorded_verdicts(tmp_path, capsys):
+    """Older results/ folders hold run.json and claims.json alone: check must not turn them into
+    'not evaluable' FAILs nor overwrite their claims.json."""
+    from tests.test_claims import lin_traj
+
+    good = TASKS.get(TASK)
+    a = _fake_run(tmp_path / "a", good, lin_traj(6.0).records)
+    b = _fake_run(tmp_path / "b", good, lin_traj(16.4).records)
+    assert main(["check", str(a)]) == 0 and main(["check", str(b)]) == 1
+    capsys.readouterr()
+    recorded = {d: (d / store.CLAIMS_FILE).read_bytes() for d in (a, b)}
+    for d in (a, b):
+        (d / store.METRICS_FILE).unlink()
+    assert main(["check", str(a)]) == 0
+    assert "recorded, not re-evaluated" in capsys.readouterr().out
+    assert main(["check", str(b)]) == 1  # a recorded unexpected verdict stays unexpected
+    assert all((d / store.CLAIMS_FILE).read_bytes() == recorded[d] for d in (a, b))
+    (a / store.CLAIMS_FILE).write_text('[{"verdict": "PASS"}]')
+    assert main(["check", str(a)]) == 2
+    assert "not a claims file" in capsys.readouterr().err
+
+
+def test_report_with_runs_publishes_the_records_that_check_re_evaluates(tmp_path, capsys):
+    from tests.test_claims import lin_traj
+
+    root = tmp_path / "runs"
+    d = _fake_run(root, TASKS.get(TASK), lin_traj(6.0).records)
+    (d / "checkpoint.pt").write_bytes(b"not published")
+    assert main(["check", str(root)]) == 0
+    assert main(["report", str(root), "--out", str(tmp_path / "pub"), "--with-runs"]) == 0
+    pub = tmp_path / "pub" / "runs" / d.parent.name / d.name
+    assert sorted(p.name for p in pub.iterdir()) == ["claims.json", "metrics.jsonl", "run.json"]
+    assert all((pub / f).read_bytes() == (d / f).read_bytes() for f in ("run.json", "claims.json"))
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "pub" / "runs")]) == 0
+    assert "recorded" not in capsys.readouterr().out  # re-evaluated from the copied series
+    # regenerating the published report from its own copies is allowed (they are the root)
+    assert main(["report", str(tmp_path / "pub" / "runs"), "--out", str(tmp_path / "pub"),
+                 "--with-runs"]) == 0
+    # copies under the scanned root would be found as runs a second time
+    assert main(["report", str(root), "--with-runs"]) == 2
+    assert "outside" in capsys.readouterr().err
+    assert not (root / "report" / "runs").exists()
 
 
 def test_check_corrupt_run_json_is_exit_2(tmp_path, capsys):

@@ -111,13 +111,44 @@ def evaluate(task: Task, traj: Trajectory) -> list[Verdict]:
     return out
 
 
+RECORDED = "recorded, not re-evaluated (no metrics.jsonl here): "
+
+
+def recorded_verdicts(path: Path) -> list[Verdict]:
+    """The verdicts in a run directory's ``claims.json``, each detail marked as recorded."""
+    f = Path(path) / store.CLAIMS_FILE
+    rows = store.read_json(f)
+    try:
+        return [
+            Verdict(
+                **{
+                    **{k: row[k] for k in Verdict.__dataclass_fields__ if k in row},
+                    "detail": RECORDED + str(row.get("detail", "")),
+                }
+            )
+            for row in rows
+        ]
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{f}: not a claims file ({e})") from None
+
+
 def check_run(path: Path) -> list[Verdict]:
-    """Evaluate a run directory's claims and write ``claims.json`` beside ``run.json``."""
+    """Evaluate a run directory's claims and write ``claims.json`` beside ``run.json``.
+
+    A finished run copied without its time series (``run.json`` and ``claims.json``
+    alone, as older ``results/`` folders hold) cannot be re-evaluated: its recorded
+    verdicts are returned, marked as such, and its ``claims.json`` is left as it is."""
     meta = store.read_json(Path(path) / store.RUN_FILE)
     try:
         task = from_dict(meta["task"])
     except (UserError, KeyError, TypeError) as e:
         raise UserError(f"{Path(path) / store.RUN_FILE}: {e}") from None
+    if (
+        meta.get("status") in FINISHED
+        and not (Path(path) / store.METRICS_FILE).exists()
+        and (Path(path) / store.CLAIMS_FILE).exists()
+    ):
+        return recorded_verdicts(path)
     verdicts = evaluate(task, Trajectory.from_run(path))
     store.atomic_write_json(Path(path) / store.CLAIMS_FILE, [v.to_dict() for v in verdicts])
     return verdicts

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .. import store
 from ..claims import Verdict
+from ..errors import UserError
 from .figures import write_figures
 from .generalization import write_generalization
 from .tables import load_runs, write_tables
@@ -46,6 +47,35 @@ def _title(frames) -> str:
     if holders:
         return "suite " + min(holders, key=lambda s: (len(s.tasks), s.name)).name
     return f"{len(tasks)} tasks"
+
+
+RUN_RECORD_FILES = (store.RUN_FILE, store.CLAIMS_FILE, store.METRICS_FILE)
+
+
+def copy_runs(runs: Sequence[Path], dest: Path) -> list[Path]:
+    """Copy each run's record -- ``run.json``, ``claims.json`` and ``metrics.jsonl``, not
+    its checkpoint -- to ``dest/<task>/seed-<n>/``, so that a published report carries the
+    numbers behind its verdicts and ``eosbench check`` can re-evaluate them.  Two runs with
+    the same task and seed (from different roots) are an error."""
+    dest = Path(dest)
+    targets: dict[Path, Path] = {}
+    for r in runs:
+        r = Path(r)
+        t = dest / r.parent.name / r.name
+        if t in targets:
+            raise UserError(f"{r} and {targets[t]} would both be copied to {t}")
+        targets[t] = r
+    written = []
+    for t, r in sorted(targets.items()):
+        for name in RUN_RECORD_FILES:
+            src = r / name
+            if not src.is_file():
+                continue
+            if src.resolve() != (t / name).resolve():
+                t.mkdir(parents=True, exist_ok=True)
+                store.atomic_write_bytes(t / name, src.read_bytes())
+            written.append(t / name)
+    return written
 
 
 def write_report(
