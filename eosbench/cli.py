@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--with-runs",
         action="store_true",
-        help="also copy each run's run.json, claims.json and metrics.jsonl (not its "
+        help="also copy each run's run.json and claims.json (not its time series or "
         "checkpoint) to OUT/runs/, as results/ publishes them; OUT must lie outside RESULTS",
     )
 

@@ -49,14 +49,16 @@ def _title(frames) -> str:
     return f"{len(tasks)} tasks"
 
 
-RUN_RECORD_FILES = (store.RUN_FILE, store.CLAIMS_FILE, store.METRICS_FILE)
+RUN_RECORD_FILES = (store.RUN_FILE, store.CLAIMS_FILE)
 
 
 def copy_runs(runs: Sequence[Path], dest: Path) -> list[Path]:
-    """Copy each run's record -- ``run.json``, ``claims.json`` and ``metrics.jsonl``, not
-    its checkpoint -- to ``dest/<task>/seed-<n>/``, so that a published report carries the
-    numbers behind its verdicts and ``eosbench check`` can re-evaluate them.  Two runs with
-    the same task and seed (from different roots) are an error."""
+    """Copy each run's record -- ``run.json`` (task, hash, status, provenance) and
+    ``claims.json`` (verdicts with their numbers) -- to ``dest/<task>/seed-<n>/``, as
+    ``results/`` publishes them; not the checkpoint, nor the per-step series
+    (``metrics.jsonl``, megabytes for a long SGD run), which the run's command
+    regenerates.  ``eosbench check`` of the copies prints the recorded verdicts.  Two runs
+    with the same task and seed (from different roots) are an error."""
     dest = Path(dest)
     targets: dict[Path, Path] = {}
     for r in runs:
