@@ -80,6 +80,15 @@ def test_metric_value_first_last_and_missing():
         metric_value(traj, "test_acc@middle")
 
 
+def test_metric_value_median_over_the_second_half():
+    # rises to the edge, then oscillates around 10 with one outlier at the end
+    values = [1, 3, 6, 9, 10.2, 9.8, 10.1, 9.9, 10.0, 10.3, 30]
+    traj = Trajectory([{"step": 100 * i, "sharpness": v} for i, v in enumerate(values)])
+    assert metric_value(traj, "sharpness@median") == pytest.approx(10.05)  # steps 500-1000
+    assert metric_value(traj, "sharpness") == 30  # the last value alone
+    assert metric_value(Trajectory([{"step": 3}]), "sharpness@median") is None
+
+
 def test_suite_rejects_comparisons_of_tasks_outside_it():
     t = TASKS.get("cifar10-3k/resnet20/ce/sgd/noaug")
     with pytest.raises(ValueError, match="not in the suite"):

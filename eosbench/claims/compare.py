@@ -16,7 +16,9 @@ computed from the finished runs of both, one value per seed:
 
 A metric is the last finite value of a recorded key (``test_acc``: the accuracy at the
 end of training) or, with the suffix ``@first``, its first (``test_acc@first``: the
-untrained network's, recorded at step 0).
+untrained network's, recorded at step 0), or with ``@median`` the median of its values
+over the second half of the run (``sharpness@median``: the window of the EoS claims,
+robust to the oscillation at the edge).
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ INCONCLUSIVE = "INCONCLUSIVE"
 def metric_value(traj: Trajectory, metric: str) -> float | None:
     """``metric`` of one run: ``key`` (last finite value) or ``key@first``."""
     key, _, which = metric.partition("@")
-    if which not in ("", "first", "last"):
-        raise ValueError(f"metric {metric!r}: the suffix must be @first or @last")
-    _, values = traj.values(key)
+    if which not in ("", "first", "last", "median"):
+        raise ValueError(f"metric {metric!r}: the suffix must be @first, @last or @median")
+    steps, values = traj.values(key)
     if values.size == 0:
         return None
+    if which == "median":
+        return float(np.median(values[steps >= traj.last_step / 2]))
     return float(values[0] if which == "first" else values[-1])
 
 
