@@ -354,7 +354,7 @@ def cmd_report(a: argparse.Namespace) -> int:
                 "be found as runs a second time by check, report and the comparisons; "
                 "give an --out outside it"
             )
-        copy_runs(runs, out / "runs")
+        copy_runs(runs, out / "runs", root=a.results)
     write_report(runs, out)
     print(out)
     return 0

@@ -146,6 +146,23 @@ def test_unfinished_runs_make_comparisons_inconclusive(tmp_path):
     assert not any(v.as_expected for v in verdicts)
 
 
+def test_published_runs_without_series_are_not_compared_again(tmp_path, capsys):
+    """results/ publishes run.json and claims.json only: check of such a folder prints the
+    recorded per-run verdicts and leaves the comparisons (recorded in comparisons.csv) out,
+    instead of turning them into INCONCLUSIVE ones for lack of values."""
+    runs = _runs(tmp_path / "runs", _accs(LOW, [0.56, 0.55, 0.57], HIGH))
+    assert main(["check", str(tmp_path / "runs")]) == 0
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "pub"),
+                 "--with-runs"]) == 0
+    capsys.readouterr()
+    pub = store.find_runs([tmp_path / "pub" / "runs"])
+    assert len(pub) == len(runs) and comparisons_for(pub) == []
+    assert main(["check", str(tmp_path / "pub" / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "[suite]" not in out and "0 of 0 verdicts" in out  # these tasks have no run claims
+    assert (tmp_path / "pub" / "comparisons.csv").is_file()  # the recorded comparisons
+
+
 def test_generalization_table_and_check_exit_code(tmp_path, capsys):
     runs = _runs(tmp_path / "runs", _accs(LOW, [0.56, 0.55, 0.57], HIGH))
     out = tmp_path / "report"

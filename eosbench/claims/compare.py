@@ -52,10 +52,15 @@ def metric_value(traj: Trajectory, metric: str) -> float | None:
 
 def runs_by_task(runs: Iterable[Path]) -> dict[str, list[tuple[int, Trajectory]]]:
     """Finished runs grouped by task name, each as (seed, trajectory), sorted by seed; a task
-    whose runs are all unfinished maps to an empty list (its comparisons are INCONCLUSIVE)."""
+    whose runs are all unfinished maps to an empty list (its comparisons are INCONCLUSIVE).
+    A run published without its time series (``run.json`` alone, as in ``results/``) is left
+    out: its task's comparisons are not re-evaluated (the report's ``comparisons.csv`` holds
+    their recorded verdicts)."""
     out: dict[str, list[tuple[int, Trajectory]]] = {}
     for r in runs:
         meta = store.read_json(Path(r) / store.RUN_FILE)
+        if meta.get("status") in FINISHED and not (Path(r) / store.METRICS_FILE).exists():
+            continue
         group = out.setdefault(meta["task"]["name"], [])
         if meta.get("status") in FINISHED:
             records = store.read_records(Path(r) / store.METRICS_FILE)

@@ -52,18 +52,22 @@ def _title(frames) -> str:
 RUN_RECORD_FILES = (store.RUN_FILE, store.CLAIMS_FILE)
 
 
-def copy_runs(runs: Sequence[Path], dest: Path) -> list[Path]:
+def copy_runs(runs: Sequence[Path], dest: Path, root: Path | None = None) -> list[Path]:
     """Copy each run's record -- ``run.json`` (task, hash, status, provenance) and
     ``claims.json`` (verdicts with their numbers) -- to ``dest/<task>/seed-<n>/``, as
     ``results/`` publishes them; not the checkpoint, nor the per-step series
     (``metrics.jsonl``, megabytes for a long SGD run), which the run's command
-    regenerates.  ``eosbench check`` of the copies prints the recorded verdicts.  Two runs
-    with the same task and seed (from different roots) are an error."""
+    regenerates.  ``eosbench check`` of the copies prints the recorded verdicts.  Each copy
+    keeps its path relative to ``root`` (default: ``<task>/seed-<n>``); two runs that would
+    land on one path are an error."""
     dest = Path(dest)
     targets: dict[Path, Path] = {}
     for r in runs:
         r = Path(r)
-        t = dest / r.parent.name / r.name
+        rel = Path(r.parent.name) / r.name
+        if root is not None and r.resolve() != Path(root).resolve():
+            rel = r.resolve().relative_to(Path(root).resolve())
+        t = dest / rel
         if t in targets:
             raise UserError(f"{r} and {targets[t]} would both be copied to {t}")
         targets[t] = r
