@@ -112,8 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     common(rp)
 
     rep = sub.add_parser("report", help="write LaTeX tables, figures and a summary of runs")
-    rep.add_argument("results", type=Path)
-    rep.add_argument("--out", type=Path, help="report directory (default: RESULTS/report)")
+    rep.add_argument("results", type=Path, nargs="+", help="run directories or trees of them")
+    rep.add_argument(
+        "--out", type=Path, help="report directory (default: RESULTS/report for one RESULTS)"
+    )
     rep.add_argument(
         "--with-runs",
         action="store_true",
@@ -341,20 +343,22 @@ def cmd_report(a: argparse.Namespace) -> int:
     from .report import copy_runs, write_report
     from .store import find_runs
 
-    runs = find_runs([a.results])
+    runs = find_runs(a.results)
     if not runs:
-        raise UserError(f"no runs found under {a.results}")
-    out = a.out or a.results / "report"
+        raise UserError("no runs found under " + ", ".join(map(str, a.results)))
+    if a.out is None and len(a.results) > 1:
+        raise UserError("report of several RESULTS paths: give --out")
+    out = a.out or a.results[0] / "report"
     if a.with_runs:
         copies = (out / "runs").resolve()
-        root = a.results.resolve()
-        if copies != root and copies.is_relative_to(root):
-            raise UserError(
-                f"--with-runs: the copies in {out / 'runs'} would lie under {a.results} and "
-                "be found as runs a second time by check, report and the comparisons; "
-                "give an --out outside it"
-            )
-        copy_runs(runs, out / "runs", root=a.results)
+        for root in a.results:
+            if copies != root.resolve() and copies.is_relative_to(root.resolve()):
+                raise UserError(
+                    f"--with-runs: the copies in {out / 'runs'} would lie under {root} and "
+                    "be found as runs a second time by check, report and the comparisons; "
+                    "give an --out outside it"
+                )
+        copy_runs(runs, out / "runs", roots=a.results)
     write_report(runs, out)
     print(out)
     return 0

@@ -127,6 +127,16 @@ def test_report_with_runs_publishes_the_run_records(tmp_path, capsys):
     # regenerating the published report from its own copies is allowed (they are the root)
     assert main(["report", str(tmp_path / "pub" / "runs"), "--out", str(tmp_path / "pub"),
                  "--with-runs"]) == 0
+    # several roots: one report of their runs, each copy under its path in its root
+    other = tmp_path / "other"
+    _fake_run(other, TASKS.get(TASK), lin_traj(6.0).records)
+    (other / "t").rename(other / "u")
+    assert main(["report", str(root), str(other), "--out", str(tmp_path / "both"),
+                 "--with-runs"]) == 0
+    both = tmp_path / "both" / "runs"
+    assert sorted(p.parent.parent.name for p in both.rglob("run.json")) == ["t", "u"]
+    assert main(["report", str(root), str(other)]) == 2  # which one's report/?
+    assert "give --out" in capsys.readouterr().err
     # copies under the scanned root would be found as runs a second time
     assert main(["report", str(root), "--with-runs"]) == 2
     assert "outside" in capsys.readouterr().err

@@ -52,21 +52,24 @@ def _title(frames) -> str:
 RUN_RECORD_FILES = (store.RUN_FILE, store.CLAIMS_FILE)
 
 
-def copy_runs(runs: Sequence[Path], dest: Path, root: Path | None = None) -> list[Path]:
+def copy_runs(runs: Sequence[Path], dest: Path, roots: Sequence[Path] = ()) -> list[Path]:
     """Copy each run's record -- ``run.json`` (task, hash, status, provenance) and
-    ``claims.json`` (verdicts with their numbers) -- to ``dest/<task>/seed-<n>/``, as
-    ``results/`` publishes them; not the checkpoint, nor the per-step series
-    (``metrics.jsonl``, megabytes for a long SGD run), which the run's command
-    regenerates.  ``eosbench check`` of the copies prints the recorded verdicts.  Each copy
-    keeps its path relative to ``root`` (default: ``<task>/seed-<n>``); two runs that would
-    land on one path are an error."""
+    ``claims.json`` (verdicts with their numbers) -- to ``dest``, as ``results/`` publishes
+    them; not the checkpoint, nor the per-step series (``metrics.jsonl``, megabytes for a
+    long SGD run), which the run's command regenerates.  ``eosbench check`` of the copies
+    prints the recorded verdicts.  Each copy keeps its path relative to the first of
+    ``roots`` that holds it (else ``<task>/seed-<n>``); two runs that would land on one
+    path are an error."""
     dest = Path(dest)
+    resolved = [Path(r).resolve() for r in roots]
     targets: dict[Path, Path] = {}
     for r in runs:
         r = Path(r)
         rel = Path(r.parent.name) / r.name
-        if root is not None and r.resolve() != Path(root).resolve():
-            rel = r.resolve().relative_to(Path(root).resolve())
+        for root in resolved:
+            if r.resolve() != root and r.resolve().is_relative_to(root):
+                rel = r.resolve().relative_to(root)
+                break
         t = dest / rel
         if t in targets:
             raise UserError(f"{r} and {targets[t]} would both be copied to {t}")
