@@ -340,6 +340,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
+    from . import store
     from .report import copy_runs, write_report
     from .store import find_runs
 
@@ -349,14 +350,23 @@ def cmd_report(a: argparse.Namespace) -> int:
     if a.out is None and len(a.results) > 1:
         raise UserError("report of several RESULTS paths: give --out")
     out = a.out or a.results[0] / "report"
+    bare = [r for r in runs if store.read_run_json(r).get("status") in store.FINISHED
+            and not (r / store.METRICS_FILE).exists()]  # fmt: skip
+    if bare:
+        raise UserError(
+            f"{len(bare)} of {len(runs)} runs have no {store.METRICS_FILE} (published copies, "
+            f"e.g. {bare[0]}): a report needs the time series; `eosbench check` prints their "
+            "recorded verdicts"
+        )
     if a.with_runs:
         copies = (out / "runs").resolve()
         for root in a.results:
-            if copies != root.resolve() and copies.is_relative_to(root.resolve()):
+            r = root.resolve()
+            if copies != r and (copies.is_relative_to(r) or r.is_relative_to(copies)):
                 raise UserError(
-                    f"--with-runs: the copies in {out / 'runs'} would lie under {root} and "
-                    "be found as runs a second time by check, report and the comparisons; "
-                    "give an --out outside it"
+                    f"--with-runs: the copies in {out / 'runs'} and the runs under {root} "
+                    "would lie one inside the other and be found as runs a second time by "
+                    "check, report and the comparisons; give an --out outside it"
                 )
         copy_runs(runs, out / "runs", roots=a.results)
     write_report(runs, out)

@@ -105,9 +105,14 @@ def test_check_of_a_run_without_its_time_series_reports_the_recorded_verdicts(tm
     assert "recorded, not re-evaluated" in capsys.readouterr().out
     assert main(["check", str(b)]) == 1  # a recorded unexpected verdict stays unexpected
     assert all((d / store.CLAIMS_FILE).read_bytes() == recorded[d] for d in (a, b))
-    (a / store.CLAIMS_FILE).write_text('[{"verdict": "PASS"}]')
-    assert main(["check", str(a)]) == 2
-    assert "not a claims file" in capsys.readouterr().err
+    for bad, message in [
+        ('[{"verdict": "PASS"}]', "lacks"),
+        ("{}", "not a claims file"),
+        ("[]", "0 verdicts recorded for the 1 claims"),
+    ]:
+        (a / store.CLAIMS_FILE).write_text(bad)
+        assert main(["check", str(a)]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_report_with_runs_publishes_the_run_records(tmp_path, capsys):
@@ -124,23 +129,42 @@ def test_report_with_runs_publishes_the_run_records(tmp_path, capsys):
     capsys.readouterr()
     assert main(["check", str(tmp_path / "pub" / "runs")]) == 0
     assert "recorded, not re-evaluated" in capsys.readouterr().out
-    # regenerating the published report from its own copies is allowed (they are the root)
-    assert main(["report", str(tmp_path / "pub" / "runs"), "--out", str(tmp_path / "pub"),
-                 "--with-runs"]) == 0
+    # a report of the copies alone would be empty tables and plots over the published ones
+    summary = (tmp_path / "pub" / "summary.csv").read_bytes()
+    assert main(["report", str(tmp_path / "pub" / "runs"), "--out", str(tmp_path / "pub")]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err
+    assert (tmp_path / "pub" / "summary.csv").read_bytes() == summary
     # several roots: one report of their runs, each copy under its path in its root
     other = tmp_path / "other"
     _fake_run(other, TASKS.get(TASK), lin_traj(6.0).records)
     (other / "t").rename(other / "u")
+    assert main(["check", str(other)]) == 0
     assert main(["report", str(root), str(other), "--out", str(tmp_path / "both"),
                  "--with-runs"]) == 0
     both = tmp_path / "both" / "runs"
     assert sorted(p.parent.parent.name for p in both.rglob("run.json")) == ["t", "u"]
+    # task folders (or run folders) as roots still publish <task>/seed-<n>
+    assert main(["report", str(root / "t"), str(other / "u" / "seed-0"), "--out",
+                 str(tmp_path / "tasks"), "--with-runs"]) == 0
+    tasks = tmp_path / "tasks" / "runs"
+    assert sorted(str(p.parent.relative_to(tasks)) for p in tasks.rglob("run.json")) == [
+        "t/seed-0", "u/seed-0"]
+    capsys.readouterr()
     assert main(["report", str(root), str(other)]) == 2  # which one's report/?
     assert "give --out" in capsys.readouterr().err
-    # copies under the scanned root would be found as runs a second time
+    # copies under the scanned root, or a root under the copies, would be found twice
     assert main(["report", str(root), "--with-runs"]) == 2
     assert "outside" in capsys.readouterr().err
     assert not (root / "report" / "runs").exists()
+    inner = tmp_path / "pub" / "runs" / "new"
+    _fake_run(inner, TASKS.get(TASK), lin_traj(6.0).records)
+    assert main(["check", str(inner)]) == 0
+    assert main(["report", str(inner), "--out", str(tmp_path / "pub"), "--with-runs"]) == 2
+    assert "one inside the other" in capsys.readouterr().err
+    # a run never checked has no verdicts to publish
+    (d / store.CLAIMS_FILE).unlink()
+    assert main(["report", str(root), "--out", str(tmp_path / "p2"), "--with-runs"]) == 2
+    assert "eosbench check" in capsys.readouterr().err
 
 
 def test_check_corrupt_run_json_is_exit_2(tmp_path, capsys):

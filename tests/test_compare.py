@@ -87,6 +87,9 @@ def test_metric_value_median_over_the_second_half():
     assert metric_value(traj, "sharpness@median") == pytest.approx(10.05)  # steps 500-1000
     assert metric_value(traj, "sharpness") == 30  # the last value alone
     assert metric_value(Trajectory([{"step": 3}]), "sharpness@median") is None
+    # recorded only early (e.g. a series that stops being finite): nothing in the second half
+    early = Trajectory([{"step": 0, "sharpness": 1.0}, {"step": 10, "sharpness": float("nan")}])
+    assert metric_value(early, "sharpness@median") is None
 
 
 def test_suite_rejects_comparisons_of_tasks_outside_it():

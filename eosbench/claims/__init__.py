@@ -114,22 +114,25 @@ def evaluate(task: Task, traj: Trajectory) -> list[Verdict]:
 RECORDED = "recorded, not re-evaluated (no metrics.jsonl here): "
 
 
-def recorded_verdicts(path: Path) -> list[Verdict]:
-    """The verdicts in a run directory's ``claims.json``, each detail marked as recorded."""
+def recorded_verdicts(path: Path, task: Task) -> list[Verdict]:
+    """The verdicts in a run directory's ``claims.json``, each detail marked as recorded: a
+    list with one verdict per claim of ``task``, else a :class:`UserError`."""
     f = Path(path) / store.CLAIMS_FILE
     rows = store.read_json(f)
+    fields = Verdict.__dataclass_fields__
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise UserError(f"{f}: not a claims file (expected a list of verdicts)")
+    if len(rows) != len(task.claims):
+        raise UserError(
+            f"{f}: {len(rows)} verdicts recorded for the {len(task.claims)} claims of the task"
+        )
     try:
         return [
-            Verdict(
-                **{
-                    **{k: row[k] for k in Verdict.__dataclass_fields__ if k in row},
-                    "detail": RECORDED + str(row.get("detail", "")),
-                }
-            )
-            for row in rows
+            Verdict(**{**{k: r[k] for k in fields if k in r}, "detail": RECORDED + str(r["detail"])})
+            for r in rows
         ]
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{f}: not a claims file ({e})") from None
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{f}: not a claims file (a verdict lacks {e})") from None
 
 
 def check_run(path: Path) -> list[Verdict]:
@@ -148,7 +151,7 @@ def check_run(path: Path) -> list[Verdict]:
         and not (Path(path) / store.METRICS_FILE).exists()
         and (Path(path) / store.CLAIMS_FILE).exists()
     ):
-        return recorded_verdicts(path)
+        return recorded_verdicts(path, task)
     verdicts = evaluate(task, Trajectory.from_run(path))
     store.atomic_write_json(Path(path) / store.CLAIMS_FILE, [v.to_dict() for v in verdicts])
     return verdicts

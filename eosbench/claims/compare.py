@@ -38,7 +38,8 @@ INCONCLUSIVE = "INCONCLUSIVE"
 
 
 def metric_value(traj: Trajectory, metric: str) -> float | None:
-    """``metric`` of one run: ``key`` (last finite value) or ``key@first``."""
+    """``metric`` of one run: ``key`` or ``key@last`` (last finite value), ``key@first``, or
+    ``key@median`` (median over the second half; None when nothing finite is recorded there)."""
     key, _, which = metric.partition("@")
     if which not in ("", "first", "last", "median"):
         raise ValueError(f"metric {metric!r}: the suffix must be @first, @last or @median")
@@ -46,7 +47,8 @@ def metric_value(traj: Trajectory, metric: str) -> float | None:
     if values.size == 0:
         return None
     if which == "median":
-        return float(np.median(values[steps >= traj.last_step / 2]))
+        second = values[steps >= traj.last_step / 2]
+        return float(np.median(second)) if second.size else None
     return float(values[0] if which == "first" else values[-1])
 
 
@@ -168,7 +170,8 @@ def evaluate_comparison(c, by_task: dict[str, list[tuple[int, Trajectory]]]) -> 
 
 
 def comparisons_for(runs: Sequence[Path]) -> list[Verdict]:
-    """Every registered suite comparison whose two tasks both have runs among ``runs``."""
+    """Every registered suite comparison whose two tasks both have runs among ``runs``; runs
+    published without their time series are left out (see :func:`runs_by_task`)."""
     from ..suites import SUITES
 
     by_task = runs_by_task(runs)  # every task with runs, finished or not

@@ -58,17 +58,20 @@ def copy_runs(runs: Sequence[Path], dest: Path, roots: Sequence[Path] = ()) -> l
     them; not the checkpoint, nor the per-step series (``metrics.jsonl``, megabytes for a
     long SGD run), which the run's command regenerates.  ``eosbench check`` of the copies
     prints the recorded verdicts.  Each copy keeps its path relative to the first of
-    ``roots`` that holds it (else ``<task>/seed-<n>``); two runs that would land on one
-    path are an error."""
+    ``roots`` that holds it, and at least ``<task>/seed-<n>``; two runs that would land on
+    one path are an error, and so is a run without ``claims.json`` (not checked yet)."""
     dest = Path(dest)
     resolved = [Path(r).resolve() for r in roots]
     targets: dict[Path, Path] = {}
     for r in runs:
         r = Path(r)
+        if not (r / store.CLAIMS_FILE).is_file():
+            raise UserError(f"{r}: no {store.CLAIMS_FILE} to publish; run `eosbench check` first")
         rel = Path(r.parent.name) / r.name
         for root in resolved:
-            if r.resolve() != root and r.resolve().is_relative_to(root):
-                rel = r.resolve().relative_to(root)
+            if r.resolve().is_relative_to(root):
+                inside = r.resolve().relative_to(root)
+                rel = inside if len(inside.parts) >= 2 else rel
                 break
         t = dest / rel
         if t in targets:
