@@ -133,12 +133,15 @@ def read_run_json(path: Path) -> dict[str, Any]:
 
 
 def finished_run(path: Path, task_hash: str, seed: int) -> dict[str, Any] | None:
-    """The run record at ``path`` if it finished with this task hash and seed."""
+    """The run record at ``path`` if it finished with this task hash and seed and holds its
+    time series (a published copy -- ``run.json`` and ``claims.json`` alone -- is not a run
+    to reuse)."""
     meta = read_run_json(path)
     if (
         meta.get("task_hash") == task_hash
         and meta.get("seed") == seed
         and meta.get("status") in FINISHED
+        and (Path(path) / METRICS_FILE).is_file()
     ):
         return meta
     return None
