@@ -78,7 +78,7 @@ def gd_task(
 #   2/lr = 250:  1.0040, 1.0048, 1.0036 (CPU)
 #   heavy ball:  1.0000, 1.0000, 0.9999 (CPU)
 #   Nesterov:    1.0002, 1.0008, 1.0003 (CPU)
-#   control 2/lr = 1000: never reached, max sharpness 266.9, NEG_MAX (CPU): FAIL
+#   control 2/lr = 1000: never reached, max sharpness 266.9, 248.3, 254.6 (CPU): FAIL 3/3
 #   CNN: not run yet (hours per run on this CPU).  results/cpu-cifar10-1k-seeds/.
 # fmt: off
 c_fc150 = gd_task("cifar10-1k/fc-tanh/mse/gd/lr=0.01333", 2 / 150,
