@@ -350,8 +350,7 @@ def cmd_report(a: argparse.Namespace) -> int:
     if a.out is None and len(a.results) > 1:
         raise UserError("report of several RESULTS paths: give --out")
     out = a.out or a.results[0] / "report"
-    bare = [r for r in runs if store.read_run_json(r).get("status") in store.FINISHED
-            and not (r / store.METRICS_FILE).exists()]  # fmt: skip
+    bare = [r for r in runs if store.is_published_copy(r)]
     if bare:
         raise UserError(
             f"{len(bare)} of {len(runs)} runs have no {store.METRICS_FILE} (published copies, "

@@ -132,6 +132,13 @@ def read_run_json(path: Path) -> dict[str, Any]:
         return {}
 
 
+def is_published_copy(path: Path, meta: dict[str, Any] | None = None) -> bool:
+    """A finished run without its time series: ``run.json`` (and ``claims.json``) alone, as
+    ``report --with-runs`` publishes runs in ``results/``.  ``meta``: its run record, if read."""
+    meta = read_run_json(path) if meta is None else meta
+    return meta.get("status") in FINISHED and not (Path(path) / METRICS_FILE).exists()
+
+
 def finished_run(path: Path, task_hash: str, seed: int) -> dict[str, Any] | None:
     """The run record at ``path`` if it finished with this task hash and seed and holds its
     time series (a published copy -- ``run.json`` and ``claims.json`` alone -- is not a run
@@ -141,7 +148,7 @@ def finished_run(path: Path, task_hash: str, seed: int) -> dict[str, Any] | None
         meta.get("task_hash") == task_hash
         and meta.get("seed") == seed
         and meta.get("status") in FINISHED
-        and (Path(path) / METRICS_FILE).is_file()
+        and not is_published_copy(path, meta)
     ):
         return meta
     return None

@@ -146,11 +146,7 @@ def check_run(path: Path) -> list[Verdict]:
         task = from_dict(meta["task"])
     except (UserError, KeyError, TypeError) as e:
         raise UserError(f"{Path(path) / store.RUN_FILE}: {e}") from None
-    if (
-        meta.get("status") in FINISHED
-        and not (Path(path) / store.METRICS_FILE).exists()
-        and (Path(path) / store.CLAIMS_FILE).exists()
-    ):
+    if store.is_published_copy(path, meta) and (Path(path) / store.CLAIMS_FILE).exists():
         return recorded_verdicts(path, task)
     verdicts = evaluate(task, Trajectory.from_run(path))
     store.atomic_write_json(Path(path) / store.CLAIMS_FILE, [v.to_dict() for v in verdicts])

@@ -61,7 +61,7 @@ def runs_by_task(runs: Iterable[Path]) -> dict[str, list[tuple[int, Trajectory]]
     out: dict[str, list[tuple[int, Trajectory]]] = {}
     for r in runs:
         meta = store.read_json(Path(r) / store.RUN_FILE)
-        if meta.get("status") in FINISHED and not (Path(r) / store.METRICS_FILE).exists():
+        if store.is_published_copy(r, meta):
             continue
         group = out.setdefault(meta["task"]["name"], [])
         if meta.get("status") in FINISHED:

@@ -79,10 +79,8 @@ def copy_runs(runs: Sequence[Path], dest: Path, roots: Sequence[Path] = ()) -> l
         targets[t] = r
     written = []
     for t, r in sorted(targets.items()):
-        for name in RUN_RECORD_FILES:
+        for name in RUN_RECORD_FILES:  # both exist: find_runs and the check above
             src = r / name
-            if not src.is_file():
-                continue
             if src.resolve() != (t / name).resolve():
                 t.mkdir(parents=True, exist_ok=True)
                 store.atomic_write_bytes(t / name, src.read_bytes())
