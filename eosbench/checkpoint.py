@@ -37,7 +37,7 @@ def state(trainer) -> dict[str, Any]:
     b = trainer.batches
     return {
         "step": trainer.step,
-        "task_hash": trainer.task_hash,
+        "computation_hash": trainer.computation_hash,
         "seed": trainer.seed,
         "model": trainer.model.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
@@ -72,7 +72,7 @@ def restore(trainer, rdir: Path) -> bool:
         ck = torch.load(path, map_location=trainer.x_tr.device, weights_only=False)
     except Exception:  # a truncated or foreign file: start over rather than crash
         return False
-    if ck.get("task_hash") != trainer.task_hash or ck.get("seed") != trainer.seed:
+    if ck.get("computation_hash") != trainer.computation_hash or ck.get("seed") != trainer.seed:
         return False
     trainer.model.load_state_dict(ck["model"])
     trainer.optimizer.load_state_dict(ck["optimizer"])

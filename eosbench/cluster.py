@@ -237,7 +237,7 @@ def submit_many(
     standard error."""
     from . import store
     from .runner import run_path
-    from .task import content_hash
+    from .task import computation_hash
 
     executor = make_executor(eo, Path(opts.out) / LOG_DIR / "%j")
     n = len(jobs)
@@ -250,7 +250,7 @@ def submit_many(
     job_opts = replace(opts, out=root)
     for i, (task, seed) in enumerate(jobs):
         rdir = run_path(task, seed, opts)
-        if not opts.force and store.finished_run(rdir, content_hash(task), seed):
+        if not opts.force and store.finished_run(rdir, computation_hash(task), seed):
             done[i] = rdir
         else:
             todo.append((i, RunJob(task, seed, job_opts, threads)))

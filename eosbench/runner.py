@@ -40,7 +40,7 @@ from . import checkpoint, provenance, store
 from .errors import UserError
 from .losses import LOSSES, accuracy_count
 from .measure import Context, build_measurements
-from .task import Task, content_hash, slug, to_dict
+from .task import Task, computation_hash, content_hash, slug, to_dict
 
 FLUSH_SECONDS = 30.0  # the time series on disk is at most this old while a run is going
 PARAM_CHECK_EVERY = 100  # steps between explicit checks that all parameters are finite
@@ -210,9 +210,9 @@ def run(task: Task, seed: int, opts: RunOptions = RunOptions()) -> Path:
     from .models import build_model
     from .optim import build_optimizer
 
-    thash = content_hash(task)
+    thash, chash = content_hash(task), computation_hash(task)
     rdir = run_path(task, seed, opts)
-    if not opts.force and store.finished_run(rdir, thash, seed):
+    if not opts.force and store.finished_run(rdir, chash, seed):
         return rdir
     device = resolve_device(opts.device)
     loss_fn = LOSSES.get(task.loss)
@@ -220,7 +220,7 @@ def run(task: Task, seed: int, opts: RunOptions = RunOptions()) -> Path:
     with store.locked(rdir, wait=True):
         # another worker may have finished this run while we waited for the lock
         previous = store.read_run_json(rdir)
-        if not opts.force and store.finished_run(rdir, thash, seed):
+        if not opts.force and store.finished_run(rdir, chash, seed):
             return rdir
         seed_everything(seed, device, opts.allow_tf32)
         model = build_model(task.model, data.input_shape, data.n_classes).to(device)
@@ -231,6 +231,7 @@ def run(task: Task, seed: int, opts: RunOptions = RunOptions()) -> Path:
         meta: dict[str, Any] = {
             "task": to_dict(task),
             "task_hash": thash,
+            "computation_hash": chash,
             "seed": seed,
             "status": "running",
             "step": 0,
@@ -241,7 +242,7 @@ def run(task: Task, seed: int, opts: RunOptions = RunOptions()) -> Path:
             "attempts": 1
             + (
                 previous.get("attempts", 1)
-                if previous.get("task_hash") == thash and not opts.force
+                if store.recorded_computation(previous) == chash and not opts.force
                 else 0
             ),
             "provenance": {
@@ -255,7 +256,7 @@ def run(task: Task, seed: int, opts: RunOptions = RunOptions()) -> Path:
             },
         }
         trainer = _Trainer(task, seed, opts, model, loss_fn, optimizer, (x_tr, y_tr, x_te, y_te))
-        trainer.task_hash = thash
+        trainer.computation_hash = chash
         if opts.resume and not opts.force and checkpoint.restore(trainer, rdir):
             meta["resumed_from_step"] = trainer.step
         started = time.time()
@@ -328,12 +329,15 @@ def run_many(jobs: list[tuple[Task, int]], opts: RunOptions, workers: int = 1) -
 
 
 def _variant(task: Task) -> str:
-    """Suffix distinguishing an overridden task from the registered one of the same name."""
+    """Suffix distinguishing an overridden task from the registered one of the same name:
+    ``@`` and the start of its computation hash (a run directory holds one computation, so
+    recalibrated claims keep their runs)."""
     from .suites import TASKS
 
-    if task.name in TASKS and content_hash(TASKS.get(task.name)) == content_hash(task):
+    chash = computation_hash(task)
+    if task.name in TASKS and computation_hash(TASKS.get(task.name)) == chash:
         return ""
-    return "@" + content_hash(task)[:10]
+    return "@" + chash[:10]
 
 
 def _flush(rdir: Path, meta: dict[str, Any], trainer: _Trainer, started: float) -> None:

@@ -139,16 +139,29 @@ def is_published_copy(path: Path, meta: dict[str, Any] | None = None) -> bool:
     return meta.get("status") in FINISHED and not (Path(path) / METRICS_FILE).exists()
 
 
-def finished_run(path: Path, task_hash: str, seed: int) -> dict[str, Any] | None:
-    """The run record at ``path`` if it finished with this task hash and seed and holds its
-    time series (a published copy -- ``run.json`` and ``claims.json`` alone -- is not a run
-    to reuse)."""
+def recorded_computation(meta: dict[str, Any]) -> str | None:
+    """The computation hash (:func:`~eosbench.task.computation_hash`) of the task a run record
+    holds, or None if it holds none that parses.  Recomputed from the recorded task, so runs
+    written before the field existed are recognized too."""
+    from .task import computation_hash, from_dict
+
+    try:
+        return computation_hash(from_dict(meta["task"]))
+    except (UserError, KeyError, TypeError, ValueError):
+        return None
+
+
+def finished_run(path: Path, computation: str, seed: int) -> dict[str, Any] | None:
+    """The run record at ``path`` if it finished the same computation (the task up to its
+    claims: ``computation`` is its :func:`~eosbench.task.computation_hash`) with this seed
+    and holds its time series (a published copy -- ``run.json`` and ``claims.json`` alone --
+    is not a run to reuse)."""
     meta = read_run_json(path)
     if (
-        meta.get("task_hash") == task_hash
-        and meta.get("seed") == seed
+        meta.get("seed") == seed
         and meta.get("status") in FINISHED
         and not is_published_copy(path, meta)
+        and recorded_computation(meta) == computation
     ):
         return meta
     return None

@@ -2,8 +2,9 @@
 
 Variants come from :func:`dataclasses.replace` (or :func:`apply_overrides` for
 the CLI's dotted ``--set`` keys), never from subclasses.  A task's identity is
-the SHA-256 of its canonical JSON (:func:`content_hash`); a completed run with
-the same hash is reused by the results store.
+the SHA-256 of its canonical JSON (:func:`content_hash`).  A completed run is reused by
+the results store when it computed the same thing (:func:`computation_hash`: the same
+hash without the claims, which judge a run afterwards and may be recalibrated).
 """
 
 from __future__ import annotations
@@ -210,6 +211,15 @@ def content_hash(task: Task) -> str:
     """
     d = _compact(replace(task, description="", reference="", seeds=()))
     return hashlib.sha256(canonical_json(d).encode()).hexdigest()
+
+
+def computation_hash(task: Task) -> str:
+    """:func:`content_hash` without the claims: what a run of ``task`` computes.
+
+    Claims judge a finished run's series afterwards, so recalibrating a band (or adding a
+    claim) re-checks the runs already made instead of making them stale.
+    """
+    return content_hash(replace(task, claims=()))
 
 
 def slug(name: str) -> str:

@@ -12,7 +12,7 @@ or ``FAIL`` for a negative control.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from .. import store
 from ..errors import UserError
 from ..registry import Registry
 from ..store import FINISHED
-from ..task import Task, from_dict
+from ..task import Task, computation_hash, content_hash, from_dict
 
 CLAIMS: Registry = Registry("claim")
 
@@ -112,6 +112,21 @@ def evaluate(task: Task, traj: Trajectory) -> list[Verdict]:
 
 
 RECORDED = "recorded, not re-evaluated (no metrics.jsonl here): "
+RECALIBRATED = "claims as registered now (changed since the run): "
+
+
+def current_definition(recorded: Task) -> Task:
+    """The task whose claims judge a run of ``recorded``: the registered task of that name
+    when it computes the same thing (its claims may have been recalibrated since the run),
+    else ``recorded`` itself (an overridden variant, or a task no longer registered)."""
+    from ..suites import TASKS
+
+    if recorded.name in TASKS:
+        current = TASKS.get(recorded.name)
+        if computation_hash(current) == computation_hash(recorded):
+            return current
+    return recorded
+
 
 
 def recorded_verdicts(path: Path, task: Task) -> list[Verdict]:
@@ -138,7 +153,9 @@ def recorded_verdicts(path: Path, task: Task) -> list[Verdict]:
 def check_run(path: Path) -> list[Verdict]:
     """Evaluate a run directory's claims and write ``claims.json`` beside ``run.json``.
 
-    A finished run copied without its time series (``run.json`` and ``claims.json``
+    The claims are those of the registered task when it computes what the run computed
+    (:func:`current_definition`; verdicts judged by claims changed since the run say so in
+    their detail), else those recorded in ``run.json``.  A finished run copied without its time series (``run.json`` and ``claims.json``
     alone, as older ``results/`` folders hold) cannot be re-evaluated: its recorded
     verdicts are returned, marked as such, and its ``claims.json`` is left as it is."""
     meta = store.read_json(Path(path) / store.RUN_FILE)
@@ -148,6 +165,9 @@ def check_run(path: Path) -> list[Verdict]:
         raise UserError(f"{Path(path) / store.RUN_FILE}: {e}") from None
     if store.is_published_copy(path, meta) and (Path(path) / store.CLAIMS_FILE).exists():
         return recorded_verdicts(path, task)
-    verdicts = evaluate(task, Trajectory.from_run(path))
+    judge = current_definition(task)
+    verdicts = evaluate(judge, Trajectory.from_run(path))
+    if content_hash(judge) != content_hash(task):
+        verdicts = [replace(v, detail=RECALIBRATED + v.detail) for v in verdicts]
     store.atomic_write_json(Path(path) / store.CLAIMS_FILE, [v.to_dict() for v in verdicts])
     return verdicts
