@@ -9,6 +9,7 @@ from eosbench.claims import Trajectory, evaluate
 from eosbench.claims.eos import eos
 from eosbench.claims.linear import linear_net
 from eosbench.claims.stochastic import eoss
+from eosbench.suites import TASKS
 from eosbench.task import ClaimSpec, OptimizerSpec, Task
 
 GD = Task("t", optimizer=OptimizerSpec(name="sgd", lr=0.1))  # threshold 2/lr = 20
@@ -76,6 +77,22 @@ def test_eos_uses_the_momentum_threshold():
     assert eos(eos_traj(), hb).verdict == "PASS"
     gd15 = Task("t", optimizer=OptimizerSpec(name="sgd", lr=0.15))  # 2/lr = 13.3: hovers at 1.5 T
     assert eos(eos_traj(), gd15).verdict == "FAIL"
+
+
+def test_eos_gd_edge_is_the_mirror_check_for_other_edges():
+    """edge="gd" judges the same series against plain GD's 2/lr: heavy ball hovering at its
+    own edge (2+2b)/lr = 20 passes its claim and fails the mirror at 2/lr = 13.3."""
+    hb = Task("t", optimizer=OptimizerSpec(name="sgd", lr=0.15, momentum=0.5))
+    own, mirror = eos(eos_traj(), hb), eos(eos_traj(), hb, edge="gd")
+    assert own.verdict == "PASS" and own.claim == "eos[sharpness]"
+    assert mirror.verdict == "FAIL" and mirror.claim == "eos[sharpness, T=2/lr]"
+    assert mirror.target == pytest.approx(2 / 0.15) and "hover NO" in mirror.detail
+    # on plain GD the two edges coincide, so the mirror check cannot fail there
+    assert eos(eos_traj(), GD, edge="gd").verdict == "PASS"
+    with pytest.raises(ValueError, match="edge must be one of"):
+        eos(eos_traj(), GD, edge="sam")
+    with pytest.raises(ValueError, match="threshold on sharpness"):
+        eos(eos_traj(), GD, quantity="preconditioned_sharpness", edge="gd")
 
 
 def test_expected_verdicts_are_attached():
@@ -175,3 +192,15 @@ def test_unfinished_run_is_not_evaluable(status):
     assert v.verdict == "FAIL" and "did not finish" in v.detail and status in v.detail
     (ok,) = evaluate(task, Trajectory(t.records, "completed"))
     assert ok.verdict == "PASS"
+
+
+@pytest.mark.parametrize("name", TASKS.list())
+def test_every_registered_claim_evaluates(name):
+    """Each registered task's claims take the options written for them (a typo there would
+    only surface at check time, after the training) and a series with nothing to judge is
+    not evaluable: FAIL, never PASS."""
+    task = TASKS.get(name)
+    traj = Trajectory([{"step": s, "train_loss": 1.0 - 0.1 * s} for s in range(3)])
+    verdicts = evaluate(task, traj)
+    assert len(verdicts) == len(task.claims)
+    assert all(v.verdict == "FAIL" for v in verdicts), [v.detail for v in verdicts]

@@ -30,9 +30,18 @@ from . import CLAIMS, Trajectory, Verdict, fail
 CITATION = "Cohen et al. 2021 (arXiv:2103.00065v3)"
 
 
-def _threshold(task: Task, quantity: str) -> float:
+EDGES = ("optimizer", "gd")
+
+
+def _threshold(task: Task, quantity: str, edge: str = "optimizer") -> float:
     from ..optim import threshold
 
+    if edge not in EDGES:
+        raise ValueError(f"edge must be one of {EDGES}, got {edge!r}")
+    if edge == "gd":
+        if quantity != "sharpness":
+            raise ValueError(f"edge 'gd' (2/lr) is a threshold on sharpness, not on {quantity}")
+        return 2.0 / task.optimizer.lr
     t = threshold(task.optimizer)
     if t.quantity != quantity:
         raise ValueError(
@@ -50,15 +59,19 @@ def eos(
     rise: float = 0.5,
     min_points: int = 5,
     window: tuple[float, float] = (0.0, 1.0),
+    edge: str = "optimizer",
     citation: str = CITATION,
 ) -> Verdict:
     """Sharpness rises to the threshold ``T`` and hovers there while the loss keeps falling.
 
     ``window`` selects a fraction of the post-t* span (Cohen et al. observe that with
-    cross-entropy the sharpness may fall away from 2/eta late in training).
+    cross-entropy the sharpness may fall away from 2/eta late in training).  ``edge``:
+    ``"optimizer"`` takes ``T`` from the optimizer (:func:`eosbench.optim.threshold`);
+    ``"gd"`` takes plain GD's ``2/lr`` at the same step size, the mirror check (a negative
+    control) for an optimizer whose own edge lies elsewhere: SAM below it, heavy ball above.
     """
-    name = f"eos[{quantity}]"
-    T = _threshold(task, quantity)
+    name = f"eos[{quantity}]" if edge == "optimizer" else f"eos[{quantity}, T=2/lr]"
+    T = _threshold(task, quantity, edge)
     tol = f"median {quantity}/T in [{band[0]}, {band[1]}]; rise >= {rise}"
     kw = dict(target=T, tolerance=tol, citation=citation)
     if traj.status == "diverged":

@@ -38,6 +38,10 @@ SAM = "Agarwala & Dauphin 2023 (arXiv:2302.08692); Long & Bartlett 2023 (arXiv:2
 
 EOS = ClaimSpec("eos", options=options(band=(0.9, 1.1)))
 EOS_CE = ClaimSpec("eos", options=options(band=(0.9, 1.1), window=(0.0, 0.5)))
+# Mirror check (a negative control on the same runs, no extra training): for an optimizer whose
+# edge is not plain GD's, the sharpness must NOT hover at 2/lr.  It shows that the band tells the
+# two edges apart.
+AT_GD_EDGE = ClaimSpec("eos", expect="FAIL", options=options(band=(0.9, 1.1), edge="gd"))
 
 
 def gd_task(
@@ -79,6 +83,8 @@ def gd_task(
 #   heavy ball:  1.0000, 1.0000, 0.9999 (CPU)
 #   Nesterov:    1.0002, 1.0008, 1.0003 (CPU)
 #   control 2/lr = 1000: never reached, max sharpness 266.9, 248.3, 254.6 (CPU): FAIL 3/3
+#   mirror checks (AT_GD_EDGE, the same runs): heavy ball hovers at 1.9000, 1.9000, 1.8999 x
+#   2/lr = 79; Nesterov never reaches 2/lr = 221 (max 161.3, 168.2, 179.3): FAIL 3/3 each
 #   CNN: not run yet (hours per run on this CPU).  results/cpu-cifar10-1k-seeds/.
 # fmt: off
 c_fc150 = gd_task("cifar10-1k/fc-tanh/mse/gd/lr=0.01333", 2 / 150,
@@ -100,9 +106,10 @@ c_neg = gd_task("cifar10-1k/fc-tanh/mse/gd/lr=0.002", 2 / 1000,
                 claims=(replace(EOS, expect="FAIL"),),
                 description="negative control: 2/lr = 1000 is not reached in the budget")
 c_hb = gd_task("cifar10-1k/fc-tanh/mse/hb/lr=0.02533,beta=0.9", 3.8 / 150, momentum=0.9,
+               claims=(EOS, AT_GD_EDGE),
                description="heavy-ball GD: sharpness hovers at (2+2beta)/lr = 150, not 2/lr = 79")
 c_nag = gd_task("cifar10-1k/fc-tanh/mse/nesterov/lr=0.009048,beta=0.9", 3.8 / 2.8 / 150,
-                momentum=0.9, nesterov=True,
+                momentum=0.9, nesterov=True, claims=(EOS, AT_GD_EDGE),
                 description="Nesterov GD: sharpness hovers at (2+2beta)/((1+2beta)lr) = 150")
 COHEN_SUITE = suite("cohen2021", [c_fc150, c_fc250, c_cnn, c_neg, c_hb, c_nag],
                     "Cohen et al. 2021 on cifar10-1k: EoS for GD (MSE, fc and CNN) and "
@@ -256,16 +263,19 @@ a5 = adam_task("cifar10-1k/fc-tanh/mse/adam/lr=5e-05,beta1=0.5", 5e-5, 0.5,
 ADAM_SUITE = suite("adam-eos", [a9, a5], "Adam at the edge of stability on cifar10-1k")
 
 # --- sam-eos (claim 6) ----------------------------------------------------------------------------
-# Calibration so far: seed 0, CPU, 1.0081 x the edge 153.1 (median after t*); seeds 0-2 on an H100
-# were cut off at step ~14,000 of 20,000 (partial series at 1.014 x the edge, not evaluable).
-# Seeds 1-2 to completion are still to run (40 min each on this CPU).
+# Calibration (median sharpness / the edge 153.1 after t*, CPU, seeds 0-2): 1.0081, 1.0082,
+# 1.0086 (results/cpu-cifar10-1k and cpu-cifar10-1k-seeds; seeds 0-2 on an H100 were cut off at
+# step ~14,000 of 20,000, partial series at 1.014).  Mirror check at 2/lr = 200 (must FAIL):
+# never reached (max 164.5, 162.3 on seeds 1-2; seed 0's median is 0.772 x 2/lr, its series
+# was not kept): FAIL.
 s_usam = register(Task(
     name="cifar10-1k/fc-tanh/mse/usam/lr=0.01,rho=0.002",
     data=CIFAR1K, model=FC, loss="mse",
     optimizer=OptimizerSpec(name="sam", lr=0.01, rho=0.002, normalized=False),
     schedule=ScheduleSpec(steps=20000, eval_every=500),
     measurements=(sharp(50),),
-    claims=(ClaimSpec("eos", options=options(band=(0.9, 1.1), citation=SAM)),),
+    claims=(ClaimSpec("eos", options=options(band=(0.9, 1.1), citation=SAM)),
+            replace(AT_GD_EDGE, options=options(band=(0.9, 1.1), edge="gd", citation=SAM))),
     description="unnormalized SAM: sharpness hovers at its edge lr*l*(1+rho*l)=2, i.e. 153 < "
                 "2/lr = 200",
     reference=SAM,
