@@ -95,6 +95,37 @@ def test_eos_gd_edge_is_the_mirror_check_for_other_edges():
         eos(eos_traj(), GD, quantity="preconditioned_sharpness", edge="gd")
 
 
+def ce_traj(fitted_at=1500, end=3000, every=20):
+    """Cross-entropy shape: the sharpness hovers at T = 20 from t* = 1000 while the loss falls
+    tenfold by ``fitted_at``, then decays towards zero as the data are fitted."""
+    recs = []
+    for s in range(end + 1):
+        loss = 1.0 if s <= 1000 else 1.0 * 0.05 ** ((s - 1000) / (fitted_at - 1000) * 0.77)
+        r = {"step": s, "train_loss": loss * (1.03 if s % 7 == 0 and s > 1000 else 1.0)}
+        if s % every == 0:
+            r["sharpness"] = (4 + 16.02 * s / 1000 if s <= 1000
+                              else 20.0 * (1 + 0.01 * (s % 3)) if s <= fitted_at
+                              else 20.0 * np.exp(-(s - fitted_at) / 400))
+        recs.append(r)
+    return Trajectory(recs)
+
+
+def test_eos_loss_drop_ends_the_window_where_the_loss_has_fallen():
+    t = ce_traj()
+    whole = eos(t, GD)  # the decay after the fit drags the median far below T
+    assert whole.verdict == "FAIL" and "hover NO" in whole.detail
+    v = eos(t, GD, loss_drop=0.1)
+    assert v.verdict == "PASS", v.detail
+    fitted = next(r["step"] for r in t.records if r["step"] > 1000 and r["train_loss"] < 0.1)
+    assert f"in steps 1000-{fitted} (loss < 0.1 x loss at t* from step {fitted})" in v.detail
+    assert "until loss < 0.1 x loss(t*)" in v.tolerance
+    # a loss that never falls tenfold keeps the whole span (here: the decay is in it)
+    assert eos(t, GD, loss_drop=1e-6).verdict == "FAIL"
+    # the window still needs enough points before the fit
+    v = eos(ce_traj(fitted_at=1040), GD, loss_drop=0.1)
+    assert v.verdict == "FAIL" and "the window is steps 1000-1040 (loss < 0.1" in v.detail
+
+
 def test_expected_verdicts_are_attached():
     task = Task(
         "t", optimizer=GD.optimizer, claims=(ClaimSpec("eos"), ClaimSpec("eos", expect="FAIL"))

@@ -60,6 +60,7 @@ def eos(
     min_points: int = 5,
     window: tuple[float, float] = (0.0, 1.0),
     edge: str = "optimizer",
+    loss_drop: float | None = None,
     citation: str = CITATION,
 ) -> Verdict:
     """Sharpness rises to the threshold ``T`` and hovers there while the loss keeps falling.
@@ -69,10 +70,16 @@ def eos(
     ``"optimizer"`` takes ``T`` from the optimizer (:func:`eosbench.optim.threshold`);
     ``"gd"`` takes plain GD's ``2/lr`` at the same step size, the mirror check (a negative
     control) for an optimizer whose own edge lies elsewhere: SAM below it, heavy ball above.
+    ``loss_drop``: the post-t* span ends where the training loss first falls below
+    ``loss_drop`` times its value at t* (the end of the run if it never does); with
+    cross-entropy the Hessian shrinks as the loss goes to zero, so the sharpness leaves 2/eta
+    once the data are nearly fitted, however long the run.
     """
     name = f"eos[{quantity}]" if edge == "optimizer" else f"eos[{quantity}, T=2/lr]"
     T = _threshold(task, quantity, edge)
     tol = f"median {quantity}/T in [{band[0]}, {band[1]}]; rise >= {rise}"
+    if loss_drop is not None:
+        tol += f"; until loss < {loss_drop:g} x loss(t*)"
     kw = dict(target=T, tolerance=tol, citation=citation)
     if traj.status == "diverged":
         return fail(name, f"the run diverged at step {traj.diverged_at}", **kw)
@@ -90,29 +97,41 @@ def eos(
     i_star = reached[0]
     t_star = int(steps[i_star])
     end = traj.last_step
+    ls, lv = traj.values("train_loss")
+    loss_star = float(lv[ls >= t_star][0]) if np.any(ls >= t_star) else float("nan")
+    if loss_drop is not None:
+        fitted = ls[(ls > t_star) & (lv < loss_drop * loss_star)]
+        if len(fitted):
+            end = int(fitted[0])
+    span = f"steps {t_star}-{end}"
+    if end != traj.last_step:
+        span += f" (loss < {loss_drop:g} x loss at t* from step {end})"
+    if tuple(window) != (0.0, 1.0):
+        span = f"the {window[0]:g}-{window[1]:g} part of {span}"
     lo, hi = t_star + window[0] * (end - t_star), t_star + window[1] * (end - t_star)
     sel = (steps >= lo) & (steps <= hi)
     if sel.sum() < min_points:
         return fail(
             name,
-            f"only {int(sel.sum())} measurements after t*={t_star} "
-            f"(need {min_points}): budget too short",
+            f"only {int(sel.sum())} measurements after t*={t_star} (need {min_points}): "
+            + ("budget too short" if end == traj.last_step else f"the window is {span}"),
             **kw,
         )
     ratio = float(np.median(q[sel] / T))
+    windowed = f" in {span}" if loss_drop is not None or tuple(window) != (0.0, 1.0) else ""
     sharpened = q[i_star] >= (1 + rise) * q[0]
     hovers = band[0] <= ratio <= band[1]
-    ls, lv = traj.values("train_loss")
     post = lv[ls >= t_star]
     non_monotone = bool(len(post) > 1 and np.any(np.diff(post) > 0))
-    tail = lv[ls >= end - max(1, (end - t_star) // 10)]
-    loss_star = float(lv[ls >= t_star][0]) if len(post) else float("nan")
+    last = traj.last_step
+    tail = lv[ls >= last - max(1, (last - t_star) // 10)]
     decreasing = bool(len(tail) and float(np.mean(tail)) < loss_star)
     ok = sharpened and hovers and non_monotone and decreasing
     detail = (
         f"t*={t_star}; q(0)={q[0]:.4g} -> q(t*)={q[i_star]:.4g} "
         f"(sharpening {'ok' if sharpened else 'NO'}); median q/T after t* = {ratio:.4f} over "
-        f"{int(sel.sum())} points (hover {'ok' if hovers else 'NO'}); loss non-monotone after "
+        f"{int(sel.sum())} points{windowed} (hover {'ok' if hovers else 'NO'}); loss "
+        f"non-monotone after "
         f"t*: {non_monotone}; loss {loss_star:.4g} at t* -> {np.mean(tail) if len(tail) else float('nan'):.4g} "
         f"at end (decreasing {'ok' if decreasing else 'NO'})"
     )

@@ -77,9 +77,8 @@ def load_runs(runs) -> dict[str, pd.DataFrame]:
     runs_df = pd.DataFrame(rows).sort_values(["task", "seed"], kind="stable").reset_index(drop=True)
     claims_df = pd.DataFrame(claims)
     if len(claims_df):
-        claims_df = claims_df.sort_values(["task", "seed", "claim"], kind="stable").reset_index(
-            drop=True
-        )
+        # stable: a run's claims stay in the order its task states them
+        claims_df = claims_df.sort_values(["task", "seed"], kind="stable").reset_index(drop=True)
     return {"runs": runs_df, "claims": claims_df}
 
 
