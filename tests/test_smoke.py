@@ -50,10 +50,12 @@ def test_tables_compile_with_latex(smoke, tmp_path):
     for name in ("claims.tex", "curvature.tex"):
         shutil.copy(out / "report" / name, tmp_path / name)
     shutil.copy(out / "report" / "sharpness.pdf", tmp_path / "sharpness.pdf")
-    pdflatex(
+    assert "\\begin{longtable}" in (tmp_path / "claims.tex").read_text()  # 21 rows: too tall
+    stdout = pdflatex(
         tmp_path,
         "\\input{claims.tex}\\input{curvature.tex}"
         "\\includegraphics[width=\\linewidth]{sharpness.pdf}",
-        "{article}\\usepackage{booktabs}\\usepackage{graphicx}"
+        "{article}\\usepackage{booktabs}\\usepackage{graphicx}\\usepackage{longtable}"
         "\\usepackage[margin=1cm,landscape]{geometry}",
     )
+    assert "Float too large" not in stdout, stdout[-3000:]

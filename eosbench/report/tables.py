@@ -12,6 +12,7 @@ import pandas as pd
 
 from .. import store
 from ..claims import Trajectory
+from ..latex import tex_escape
 from ..task import from_dict
 
 
@@ -97,6 +98,9 @@ def _mean_pm(values: pd.Series) -> str:
     return f"${v.mean():.3g} \\pm {v.std(ddof=1) / math.sqrt(len(v)):.2g}$"
 
 
+LONG_ROWS = 12  # more rows than fit a page in small type (wrapped cells): a longtable
+
+
 def _latex(
     df: pd.DataFrame,
     caption: str,
@@ -106,23 +110,39 @@ def _latex(
     small: bool = False,
 ) -> str:
     esc = [c for c in df.columns if c not in math_cols]
-    sty = df.style.hide(axis="index").format(escape="latex", subset=esc)
-    tex = sty.to_latex(
-        hrules=True,
-        caption=caption,
-        label=label,
-        position="htbp",
-        position_float="centering",
-        column_format=column_format or "l" * len(df.columns),
-    )
+    # tex_escape, not pandas' escape="latex": that leaves < > | as they are, which pdflatex's
+    # default font encoding prints as inverted punctuation
+    sty = df.style.hide(axis="index").format(tex_escape, subset=esc)
+    long = len(df) > LONG_ROWS
+    fmt = column_format or "l" * len(df.columns)
+    if long:  # a float taller than a page would run off it: break across pages instead
+        tex = sty.to_latex(
+            hrules=True, caption=caption, label=label, environment="longtable", column_format=fmt
+        )
+        tex = (
+            f"% {len(df)} rows: a longtable, which breaks across pages "
+            "(needs \\usepackage{longtable})\n\\begingroup\n"
+            + ("\\small\\setlength{\\tabcolsep}{4pt}\n" if small else "")
+            + tex
+            + "\\endgroup\n"
+        )
+    else:
+        tex = sty.to_latex(
+            hrules=True,
+            caption=caption,
+            label=label,
+            position="htbp",
+            position_float="centering",
+            column_format=fmt,
+        )
     if small:  # wide tables: smaller type, narrower column gaps; wrapped cells may break
         # after the slashes (and, below the header, commas, underscores and brackets) of task
         # and claim names
-        head, sep, body = tex.partition("\\begin{tabular}")
+        head, sep, body = tex.partition("\\begin{longtable}" if long else "\\begin{tabular}")
         head = head.replace(
             "\\centering\n", "\\centering\n\\small\\setlength{\\tabcolsep}{4pt}\n", 1
         )
-        top, mid, rows = body.partition("\\midrule")
+        top, mid, rows = body.partition("\\endlastfoot" if long else "\\midrule")
         top = top.replace("/", "/\\allowbreak{}")
         for c in ("/", ",", "\\_", "["):
             rows = rows.replace(c, c + "\\allowbreak{}")
