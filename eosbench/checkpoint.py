@@ -72,7 +72,10 @@ def restore(trainer, rdir: Path) -> bool:
         ck = torch.load(path, map_location=trainer.x_tr.device, weights_only=False)
     except Exception:  # a truncated or foreign file: start over rather than crash
         return False
-    if ck.get("computation_hash") != trainer.computation_hash or ck.get("seed") != trainer.seed:
+    same = ck.get("computation_hash") == trainer.computation_hash or (
+        "computation_hash" not in ck and ck.get("task_hash") == trainer.task_hash
+    )  # a checkpoint written before the computation hash keyed it: the same whole task
+    if not same or ck.get("seed") != trainer.seed:
         return False
     trainer.model.load_state_dict(ck["model"])
     trainer.optimizer.load_state_dict(ck["optimizer"])

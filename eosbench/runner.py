@@ -256,7 +256,7 @@ def run(task: Task, seed: int, opts: RunOptions = RunOptions()) -> Path:
             },
         }
         trainer = _Trainer(task, seed, opts, model, loss_fn, optimizer, (x_tr, y_tr, x_te, y_te))
-        trainer.computation_hash = chash
+        trainer.computation_hash, trainer.task_hash = chash, thash
         if opts.resume and not opts.force and checkpoint.restore(trainer, rdir):
             meta["resumed_from_step"] = trainer.step
         started = time.time()
@@ -291,8 +291,15 @@ def run(task: Task, seed: int, opts: RunOptions = RunOptions()) -> Path:
 
 
 def run_path(task: Task, seed: int, opts: RunOptions) -> Path:
-    """The run directory of ``task`` with ``seed`` under ``opts.out``."""
-    return store.run_dir(opts.out, slug(task.name) + _variant(task), seed)
+    """The run directory of ``task`` with ``seed`` under ``opts.out``.  An overridden task's
+    directory written before the computation hash named it (``@`` and the content hash)
+    is used while it exists and the new one does not, so its runs and checkpoints are kept."""
+    rdir = store.run_dir(opts.out, slug(task.name) + _variant(task), seed)
+    if _variant(task):
+        legacy = store.run_dir(opts.out, slug(task.name) + "@" + content_hash(task)[:10], seed)
+        if legacy != rdir and legacy.exists() and not rdir.exists():
+            return legacy
+    return rdir
 
 
 def _run_job(job: tuple[Task, int, RunOptions]) -> Path:

@@ -126,6 +126,18 @@ def test_eos_loss_drop_ends_the_window_where_the_loss_has_fallen():
     assert v.verdict == "FAIL" and "the window is steps 1000-1040 (loss < 0.1" in v.detail
 
 
+def test_a_cut_off_run_is_never_as_expected():
+    """A run that did not finish FAILs every claim; a negative control must not count that
+    as its expected FAIL."""
+    task = Task("t", optimizer=GD.optimizer,
+                claims=(ClaimSpec("eos"), ClaimSpec("eos", expect="FAIL")))
+    t = eos_traj()
+    for v in evaluate(task, Trajectory(t.records, "running")):
+        assert v.verdict == "FAIL" and not v.finished and not v.as_expected
+        assert v.to_dict()["as_expected"] is False
+    assert [v.as_expected for v in evaluate(task, t)] == [True, False]
+
+
 def test_expected_verdicts_are_attached():
     task = Task(
         "t", optimizer=GD.optimizer, claims=(ClaimSpec("eos"), ClaimSpec("eos", expect="FAIL"))
@@ -235,3 +247,12 @@ def test_every_registered_claim_evaluates(name):
     verdicts = evaluate(task, traj)
     assert len(verdicts) == len(task.claims)
     assert all(v.verdict == "FAIL" for v in verdicts), [v.detail for v in verdicts]
+    # a series that reaches every threshold, so that the claims read all their options (a
+    # value of the wrong type would raise here); the verdicts themselves do not matter
+    keys = ("sharpness", "batch_sharpness", "preconditioned_sharpness", "gf_sharpness")
+    rich = Trajectory([
+        {"step": s, "train_loss": 2.0 ** (-s / 50) * (1.1 if s % 7 == 0 else 1.0),
+         **({k: 10.0 ** (s / 20) for k in keys} if s % 10 == 0 else {})}
+        for s in range(401)
+    ])  # fmt: skip
+    assert len(evaluate(task, rich)) == len(task.claims)

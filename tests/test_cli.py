@@ -115,6 +115,36 @@ def test_check_of_a_run_without_its_time_series_reports_the_recorded_verdicts(tm
         assert message in capsys.readouterr().err
 
 
+def test_copies_judged_after_a_claim_was_added_and_cut_off_copies_stay_recorded(
+    tmp_path, capsys, monkeypatch
+):
+    """A run judged after its task gained a claim has more verdicts in claims.json than its
+    run.json's task has claims: its copy must still print them.  A copy of a run that was cut
+    off (status running, no series) keeps its recorded verdicts too."""
+    from dataclasses import replace
+
+    from tests.test_claims import lin_traj
+
+    good = TASKS.get(TASK)
+    a = _fake_run(tmp_path / "a", good, lin_traj(6.0).records)
+    more = replace(good, claims=good.claims + (replace(good.claims[0], expect="FAIL"),))
+    monkeypatch.setitem(TASKS._items, TASK, more)
+    assert main(["check", str(a)]) == 1  # the added claim expects FAIL, the run passes it
+    assert len(json.loads((a / store.CLAIMS_FILE).read_text())) == 2
+    (a / store.METRICS_FILE).unlink()
+    capsys.readouterr()
+    assert main(["check", str(a)]) == 1
+    out = capsys.readouterr().out
+    assert out.count("recorded, not re-evaluated") == 2 and "UNEXPECTED" in out
+    c = _fake_run(tmp_path / "c", good, lin_traj(6.0).records[:3], status="running")
+    assert main(["check", str(c)]) == 1  # not finished: FAIL, unexpected
+    before = (c / store.CLAIMS_FILE).read_bytes()
+    (c / store.METRICS_FILE).unlink()
+    assert main(["check", str(c)]) == 1
+    assert "recorded, not re-evaluated" in capsys.readouterr().out
+    assert (c / store.CLAIMS_FILE).read_bytes() == before
+
+
 def test_report_with_runs_publishes_the_run_records(tmp_path, capsys):
     from tests.test_claims import lin_traj
 

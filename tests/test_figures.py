@@ -330,3 +330,19 @@ def test_real_runs_record_what_the_figures_read(tmp_path):
     assert set(final_vs_batch_size_data(runs)["quantity"]) == {"sharpness", "batch_sharpness"}
     spec = spectrum_data(runs)
     assert sorted(set(spec["rank"])) == [1, 2] and list(spec["step"].unique()) == [0, 3, 6]
+
+
+def test_tables_taller_than_a_page_are_longtables_with_clean_captions():
+    import pandas as pd
+
+    from eosbench.report.tables import LONG_ROWS, _latex
+
+    for n in (LONG_ROWS, LONG_ROWS + 1):
+        df = pd.DataFrame({"Task/name": [f"a/b,c[{i}] >= 1" for i in range(n)]})
+        tex = _latex(df, "Runs of a/b", "tab:a/b", small=True)
+        assert ("\\begin{longtable}" in tex) == (n > LONG_ROWS)
+        assert "\\begin{table}" in tex or n > LONG_ROWS
+        # break points in header and cells, none inside the caption or label arguments
+        assert "Task/\\allowbreak{}name" in tex and "a/\\allowbreak{}b" in tex
+        assert "{Runs of a/b}" in tex and "tab:a/b" in tex and "[\\allowbreak{}]" not in tex
+        assert "\\textgreater{}= 1" in tex  # pdflatex's default encoding prints > as an inverted ?

@@ -254,7 +254,27 @@ def test_changed_task_hash(sub):
     edit_json(run_dir(sub) / "run.json", lambda d: d.update(task_hash="0" * 64))
     rehash(sub)
     (p,) = problems(sub)
-    assert ": task_hash: 0000000000000000... is not the content hash of the registered task" in p
+    assert ": task_hash: 0000000000000000... is not the content hash of the task run.json" in p
+
+
+def test_a_run_made_before_its_claims_were_recalibrated_is_valid(sub):
+    """`eosbench run` reuses a run whose task differs from the registered one only in its
+    claims; validation judges it by the registered claims, so it stays submittable."""
+    from eosbench.task import content_hash, from_dict
+
+    def recalibrate(d):
+        assert d["task"]["claims"]
+        for c in d["task"]["claims"]:
+            c["options"] = {**c.get("options", {}), "band": [0.5, 2.0]}
+        d["task_hash"] = content_hash(from_dict(d["task"]))
+
+    edit_json(run_dir(sub) / "run.json", recalibrate)
+    rehash(sub)
+    assert problems(sub) == []
+    edit_json(run_dir(sub) / "run.json", lambda d: d["task"]["claims"][0].update(expect="FAIL"))
+    rehash(sub)  # claims changed without their hash: the record is inconsistent
+    (p,) = problems(sub)
+    assert "task_hash" in p and "is not the content hash of the task run.json records" in p
 
 
 def test_missing_seed(sub):

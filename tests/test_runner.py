@@ -116,6 +116,20 @@ def test_recalibrated_claims_reuse_the_run_and_judge_it(tmp_path, monkeypatch):
     assert v.expected == "PASS" and RECALIBRATED not in v.detail
 
 
+def test_an_overridden_task_keeps_its_directory_from_before_the_computation_hash(tmp_path):
+    """Overridden tasks' directories were named by the content hash before the computation
+    hash: such a directory keeps being used (its runs reused) while the new one is absent."""
+    from eosbench.task import computation_hash, content_hash
+
+    rdir = run(SHORT, 0, opts(tmp_path))
+    assert rdir.parent.name.endswith("@" + computation_hash(SHORT)[:10])
+    legacy = rdir.parent.with_name(rdir.parent.name.split("@")[0] + "@" + content_hash(SHORT)[:10])
+    rdir.parent.rename(legacy)
+    before = (legacy / "seed-0" / store.RUN_FILE).stat().st_mtime_ns
+    assert run(SHORT, 0, opts(tmp_path)) == legacy / "seed-0"  # reused there
+    assert (legacy / "seed-0" / store.RUN_FILE).stat().st_mtime_ns == before
+
+
 def test_overridden_task_gets_its_own_directory(tmp_path):
     a = run(SHORT, 0, opts(tmp_path))
     b = run(apply_overrides(SHORT, ["optimizer.lr=0.05"]), 0, opts(tmp_path))

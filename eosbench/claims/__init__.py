@@ -37,10 +37,13 @@ class Verdict:
     detail: str  # the numbers behind the verdict, or why it could not be evaluated
     expected: str = "PASS"
     citation: str = ""
+    finished: bool = True  # False: judged on a cut-off run, which proves no control either
 
     @property
     def as_expected(self) -> bool:
-        return self.verdict == self.expected
+        """The verdict the task expects, on a finished run (a cut-off run FAILs every claim,
+        which a negative control must not count as its expected FAIL)."""
+        return self.finished and self.verdict == self.expected
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "as_expected": self.as_expected}
@@ -103,7 +106,7 @@ def evaluate(task: Task, traj: Trajectory) -> list[Verdict]:
                 spec.name,
                 f"the run did not finish (status {traj.status!r} at step {traj.last_step})",
             )
-            out.append(Verdict(**{**asdict(v), "expected": spec.expect}))
+            out.append(Verdict(**{**asdict(v), "expected": spec.expect, "finished": False}))
             continue
         fn = CLAIMS.get(spec.name)
         v = fn(traj, task, **dict(spec.options))
@@ -129,15 +132,18 @@ def current_definition(recorded: Task) -> Task:
 
 
 
-def recorded_verdicts(path: Path, task: Task) -> list[Verdict]:
+def recorded_verdicts(path: Path, task: Task, current: Task | None = None) -> list[Verdict]:
     """The verdicts in a run directory's ``claims.json``, each detail marked as recorded: a
-    list with one verdict per claim of ``task``, else a :class:`UserError`."""
+    list with one verdict per claim of ``task`` (the task recorded with the run) or of
+    ``current`` (the claims registered now, which ``check`` wrote there if the run was judged
+    after they changed), else a :class:`UserError`."""
     f = Path(path) / store.CLAIMS_FILE
     rows = store.read_json(f)
     fields = Verdict.__dataclass_fields__
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise UserError(f"{f}: not a claims file (expected a list of verdicts)")
-    if len(rows) != len(task.claims):
+    counts = {len(task.claims)} | ({len(current.claims)} if current is not None else set())
+    if len(rows) not in counts:
         raise UserError(
             f"{f}: {len(rows)} verdicts recorded for the {len(task.claims)} claims of the task"
         )
@@ -155,17 +161,23 @@ def check_run(path: Path) -> list[Verdict]:
 
     The claims are those of the registered task when it computes what the run computed
     (:func:`current_definition`; verdicts judged by claims changed since the run say so in
-    their detail), else those recorded in ``run.json``.  A finished run copied without its time series (``run.json`` and ``claims.json``
-    alone, as older ``results/`` folders hold) cannot be re-evaluated: its recorded
-    verdicts are returned, marked as such, and its ``claims.json`` is left as it is."""
+    their detail), else those recorded in ``run.json``.  A run copied without its time
+    series (``run.json`` and ``claims.json`` alone, as ``results/`` folders hold) cannot be
+    re-evaluated: its recorded verdicts are returned, marked as such, and its
+    ``claims.json`` is left as it is."""
     meta = store.read_json(Path(path) / store.RUN_FILE)
     try:
         task = from_dict(meta["task"])
     except (UserError, KeyError, TypeError) as e:
         raise UserError(f"{Path(path) / store.RUN_FILE}: {e}") from None
-    if store.is_published_copy(path, meta) and (Path(path) / store.CLAIMS_FILE).exists():
-        return recorded_verdicts(path, task)
     judge = current_definition(task)
+    if not (Path(path) / store.METRICS_FILE).exists() and (Path(path) / store.CLAIMS_FILE).exists():
+        # a copy without its series (finished, or cut off as the GPU session's were): what was
+        # recorded, judged by the claims recorded with the run or by those registered now
+        verdicts = recorded_verdicts(path, task, judge)
+        if meta.get("status") not in FINISHED:  # claims.json written before `finished` was
+            verdicts = [replace(v, finished=False) for v in verdicts]
+        return verdicts
     verdicts = evaluate(judge, Trajectory.from_run(path))
     if content_hash(judge) != content_hash(task):
         verdicts = [replace(v, detail=RECALIBRATED + v.detail) for v in verdicts]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,12 @@ def _latex(
             "\\centering\n", "\\centering\n\\small\\setlength{\\tabcolsep}{4pt}\n", 1
         )
         top, mid, rows = body.partition("\\endlastfoot" if long else "\\midrule")
-        top = top.replace("/", "/\\allowbreak{}")
+        # break points in the header rows only, never inside a caption's or label's argument
+        top = re.sub(
+            r"(?s)(\\toprule)(.*?)(\\midrule|$)",
+            lambda m: m[1] + m[2].replace("/", "/\\allowbreak{}") + m[3],
+            top,
+        )
         for c in ("/", ",", "\\_", "["):
             rows = rows.replace(c, c + "\\allowbreak{}")
         tex = head + sep + top + mid + rows
