@@ -90,7 +90,9 @@ def gd_task(
 #   control 2/lr = 1000: never reached, max sharpness 266.9, 248.3, 254.6 (CPU): FAIL 3/3
 #   mirror checks (AT_GD_EDGE, the same runs): heavy ball hovers at 1.9000, 1.9000, 1.8999 x
 #   2/lr = 79; Nesterov never reaches 2/lr = 221 (max 161.3, 168.2, 179.3): FAIL 3/3 each
-#   CNN: not run yet (hours per run on this CPU).  results/cpu-cifar10-1k-seeds/.
+#   CNN: not calibrated.  A CPU pilot of seed 0 (stopped at step 2,294 of 15,000 after 2,172 s;
+#   ~4 h per run here, a GPU job): sharpness 93.1 at step 0, t* = 250, median 1.029 x 2/lr
+#   over the 41 measurements after it (0.93-1.12).  results/cpu-cifar10-1k-seeds/, README.
 # fmt: off
 c_fc150 = gd_task("cifar10-1k/fc-tanh/mse/gd/lr=0.01333", 2 / 150,
                   description="GD, 2/lr = 150: progressive sharpening, then sharpness hovers at 150")
