@@ -294,8 +294,9 @@ def run_path(task: Task, seed: int, opts: RunOptions) -> Path:
     """The run directory of ``task`` with ``seed`` under ``opts.out``.  An overridden task's
     directory written before the computation hash named it (``@`` and the content hash)
     is used while it exists and the new one does not, so its runs and checkpoints are kept."""
-    rdir = store.run_dir(opts.out, slug(task.name) + _variant(task), seed)
-    if _variant(task):
+    variant = _variant(task)
+    rdir = store.run_dir(opts.out, slug(task.name) + variant, seed)
+    if variant:
         legacy = store.run_dir(opts.out, slug(task.name) + "@" + content_hash(task)[:10], seed)
         if legacy != rdir and legacy.exists() and not rdir.exists():
             return legacy

@@ -139,16 +139,25 @@ def is_published_copy(path: Path, meta: dict[str, Any] | None = None) -> bool:
     return meta.get("status") in FINISHED and not (Path(path) / METRICS_FILE).exists()
 
 
+def recorded_task(meta: dict[str, Any]):
+    """The :class:`~eosbench.task.Task` a run record holds, or None if it holds none that
+    parses."""
+    from .task import from_dict
+
+    try:
+        return from_dict(meta["task"])
+    except (UserError, KeyError, TypeError, ValueError):
+        return None
+
+
 def recorded_computation(meta: dict[str, Any]) -> str | None:
     """The computation hash (:func:`~eosbench.task.computation_hash`) of the task a run record
     holds, or None if it holds none that parses.  Recomputed from the recorded task, so runs
     written before the field existed are recognized too."""
-    from .task import computation_hash, from_dict
+    from .task import computation_hash
 
-    try:
-        return computation_hash(from_dict(meta["task"]))
-    except (UserError, KeyError, TypeError, ValueError):
-        return None
+    task = recorded_task(meta)
+    return None if task is None else computation_hash(task)
 
 
 def finished_run(path: Path, computation: str, seed: int) -> dict[str, Any] | None:

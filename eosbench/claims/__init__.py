@@ -131,7 +131,6 @@ def current_definition(recorded: Task) -> Task:
     return recorded
 
 
-
 def recorded_verdicts(path: Path, task: Task, current: Task | None = None) -> list[Verdict]:
     """The verdicts in a run directory's ``claims.json``, each detail marked as recorded: a
     list with one verdict per claim of ``task`` (the task recorded with the run) or of

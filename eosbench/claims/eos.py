@@ -131,8 +131,7 @@ def eos(
         f"t*={t_star}; q(0)={q[0]:.4g} -> q(t*)={q[i_star]:.4g} "
         f"(sharpening {'ok' if sharpened else 'NO'}); median q/T after t* = {ratio:.4f} over "
         f"{int(sel.sum())} points{windowed} (hover {'ok' if hovers else 'NO'}); loss "
-        f"non-monotone after "
-        f"t*: {non_monotone}; loss {loss_star:.4g} at t* -> {np.mean(tail) if len(tail) else float('nan'):.4g} "
+        f"non-monotone after t*: {non_monotone}; loss {loss_star:.4g} at t* -> {np.mean(tail) if len(tail) else float('nan'):.4g} "
         f"at end (decreasing {'ok' if decreasing else 'NO'})"
     )
     return Verdict(

@@ -33,7 +33,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import UserError
-from ..task import Task, canonical_json, content_hash, from_dict, slug, to_dict
+from ..task import Task, canonical_json, content_hash, slug, to_dict
 from . import ENTRY_SCHEMA, SUBMISSION_SCHEMA
 from .manifest import (
     MANIFEST,
@@ -253,13 +253,6 @@ def _diff(expected: Any, got: Any, path: str, out: list[str]) -> None:
 def _computation(task: Any) -> Any:
     """A task's JSON form without its claims (what a run computes)."""
     return {k: v for k, v in task.items() if k != "claims"} if isinstance(task, dict) else task
-
-
-def _content_hash_of(task: dict[str, Any]) -> str | None:
-    try:
-        return content_hash(from_dict(task))
-    except UserError:
-        return None
 
 
 def _j(v: Any) -> str:
@@ -527,7 +520,7 @@ def _is_num(v: Any) -> bool:
 
 
 def _check_run_json(c: _Checker, rel: str, data: bytes, task: Task, r) -> dict | None:
-    from ..store import FINISHED
+    from ..store import FINISHED, recorded_task
 
     meta = _parse(c, rel, data)
     if meta is None:
@@ -573,7 +566,8 @@ def _check_run_json(c: _Checker, rel: str, data: bytes, task: Task, r) -> dict |
                         "entry's optimizer)")  # fmt: skip
     if len(diffs) > 10:
         c.bad(rel, "task", f"{len(diffs) - 10} more fields differ from the registered task")
-    if not diffs and meta["task_hash"] != (recorded := _content_hash_of(meta["task"])):
+    recorded = None if (t := recorded_task(meta)) is None else content_hash(t)
+    if not diffs and meta["task_hash"] != recorded:
         c.bad(
             rel,
             "task_hash",

@@ -116,25 +116,18 @@ def _latex(
     sty = df.style.hide(axis="index").format(tex_escape, subset=esc)
     long = len(df) > LONG_ROWS
     fmt = column_format or "l" * len(df.columns)
-    if long:  # a float taller than a page would run off it: break across pages instead
-        tex = sty.to_latex(
-            hrules=True, caption=caption, label=label, environment="longtable", column_format=fmt
-        )
+    # a float taller than a page would run off it: a long table breaks across pages instead
+    where = (
+        {"environment": "longtable"} if long else {"position": "htbp", "position_float": "centering"}
+    )
+    tex = sty.to_latex(hrules=True, caption=caption, label=label, column_format=fmt, **where)
+    if long:
         tex = (
             f"% {len(df)} rows: a longtable, which breaks across pages "
             "(needs \\usepackage{longtable})\n\\begingroup\n"
             + ("\\small\\setlength{\\tabcolsep}{4pt}\n" if small else "")
             + tex
             + "\\endgroup\n"
-        )
-    else:
-        tex = sty.to_latex(
-            hrules=True,
-            caption=caption,
-            label=label,
-            position="htbp",
-            position_float="centering",
-            column_format=fmt,
         )
     if small:  # wide tables: smaller type, narrower column gaps; wrapped cells may break
         # after the slashes (and, below the header, commas, underscores and brackets) of task
