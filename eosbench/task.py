@@ -5,6 +5,10 @@ the CLI's dotted ``--set`` keys), never from subclasses.  A task's identity is
 the SHA-256 of its canonical JSON (:func:`content_hash`).  A completed run is reused by
 the results store when it computed the same thing (:func:`computation_hash`: the same
 hash without the claims, which judge a run afterwards and may be recalibrated).
+
+The hashed form leaves out fields equal to their defaults, so a default is part of what a
+hash means: every spec default and every measurement factory default is pinned by
+``tests/test_defaults.py``, and changing one means bumping :data:`HASH_VERSION`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ from typing import Any
 from .errors import OverrideError, UserError, suggest
 
 Options = tuple[tuple[str, Any], ...]  # frozen keyword arguments, sorted by key
+
+# The meaning of a hash's omitted defaults.  Bump it when a default of a spec field or of a
+# measurement factory changes (tests/test_defaults.py pins them all): every hash changes
+# with it, so runs made under the old defaults are not reused as if made under the new.
+HASH_VERSION = 1
 
 
 def options(**kwargs: Any) -> Options:
@@ -208,8 +217,12 @@ def content_hash(task: Task) -> str:
 
     Fields equal to their defaults are left out of the hashed form, so adding a field
     with a default that keeps the old behaviour leaves every existing hash unchanged.
+    :data:`HASH_VERSION` enters the hashed form from version 2 on (so the hashes of
+    version 1, recorded with every run so far, stay as they are).
     """
     d = _compact(replace(task, description="", reference="", seeds=()))
+    if HASH_VERSION != 1:
+        d["hash_version"] = HASH_VERSION
     return hashlib.sha256(canonical_json(d).encode()).hexdigest()
 
 

@@ -12,6 +12,7 @@ from eosbench.task import (
     ClaimSpec,
     Task,
     apply_overrides,
+    computation_hash,
     content_hash,
     from_dict,
     options,
@@ -109,6 +110,13 @@ def test_hash_leaves_out_defaults_so_new_fields_keep_old_hashes():
     t = TASKS.get("digits/fc-tanh/mse/gd/lr=0.1")
     # pinned: a change of this value invalidates every stored run's reuse by hash
     assert content_hash(t) == "3b5a9a4639c22785efedc8eea1fc5ee51d1510d881f6237d07e45311065ac55b"
+    assert computation_hash(t) == (
+        "e4b954fd60b3485eee51c0b23507f9b5325a1088f5e658520ac9b1bdb5545b5c"
+    )
+    sgd = TASKS.get("cifar10-1k/fc-tanh/mse/sgd/lr=0.001,bs=16")  # with measurement options
+    assert computation_hash(sgd) == (
+        "c6ccf21609229c0976253fa20e6a81dc59346d2421c78cc92fa6c34362eb1901"
+    )
     # a field set to its default is not part of the identity ...
     assert content_hash(replace(t, schedule=replace(t.schedule, lr_schedule="constant"))) == (
         content_hash(t)
