@@ -112,15 +112,21 @@ def _parser() -> argparse.ArgumentParser:
     common(rp)
 
     rep = sub.add_parser("report", help="write LaTeX tables, figures and a summary of runs")
-    rep.add_argument("results", type=Path, nargs="+", help="run directories or trees of them")
+    rep.add_argument(
+        "results",
+        type=Path,
+        nargs="+",
+        help="run directories, trees of them, or results folders (holding runs.parquet)",
+    )
     rep.add_argument(
         "--out", type=Path, help="report directory (default: RESULTS/report for one RESULTS)"
     )
     rep.add_argument(
-        "--with-runs",
+        "--publish",
         action="store_true",
-        help="also copy each run's run.json and claims.json (not its time series or "
-        "checkpoint) to OUT/runs/, as results/ publishes them; OUT must lie outside RESULTS",
+        help="also write OUT/runs.parquet, every run's time series, record and verdicts in "
+        "one file, and build the report from it (as results/ folders are published); "
+        "`eosbench report OUT` and `eosbench check OUT` then work from that file alone",
     )
 
     _submit_parsers(sub)
@@ -279,15 +285,24 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_check(a: argparse.Namespace) -> int:
-    from .claims import check_run
+    from .artifact import is_artifact, read_artifact
+    from .claims import check, check_run
     from .claims.compare import comparisons_for
     from .report import print_verdicts
-    from .store import find_runs
+    from .store import find_runs, load_run
 
-    runs = find_runs(a.paths)
+    results, runs = [], []
+    for p in a.paths:  # a results folder's artifact is judged, not written to
+        if is_artifact(p):
+            for r in read_artifact(p):
+                runs.append(r)
+                results.append((f"{p}:{r.id}", check(r)))
+        else:
+            for rdir in find_runs([p]):
+                results.append((rdir, check_run(rdir)))
+                runs.append(load_run(rdir))
     if not runs:
         raise UserError("no runs found under " + ", ".join(map(str, a.paths)))
-    results = [(r, check_run(r)) for r in runs]
     comparisons = comparisons_for(runs)
     print_verdicts(results, comparisons)
     ok = all(v.as_expected for _, vs in results for v in vs)
@@ -299,6 +314,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     from .claims.compare import comparisons_for
     from .report import print_verdicts, write_report
     from .runner import run_many
+    from .store import load_run
     from .suites import SUITES, TASKS
     from .task import parse_value
 
@@ -321,10 +337,11 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     ok = not failures
     if rdirs:
         results = [(rdir, check_run(rdir)) for rdir in rdirs]
-        comparisons = comparisons_for(rdirs)
+        runs = [load_run(rdir) for rdir in rdirs]
+        comparisons = comparisons_for(runs)
         print_verdicts(results, comparisons)
         report_dir = a.report or a.out / "report"
-        write_report([r for r, _ in results], report_dir, comparisons=comparisons)
+        write_report(runs, report_dir, comparisons=comparisons)
         print(report_dir)
         ok = ok and all(v.as_expected for _, vs in results for v in vs)
         ok = ok and all(v.as_expected for v in comparisons)
@@ -340,35 +357,19 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from . import store
-    from .report import copy_runs, write_report
-    from .store import find_runs
+    from .report import publish, write_report
+    from .store import load_runs
 
-    runs = find_runs(a.results)
+    if a.out is None and (len(a.results) > 1 or a.publish):
+        raise UserError("report of several RESULTS paths, or --publish: give --out")
+    runs = load_runs(a.results)
     if not runs:
         raise UserError("no runs found under " + ", ".join(map(str, a.results)))
-    if a.out is None and len(a.results) > 1:
-        raise UserError("report of several RESULTS paths: give --out")
     out = a.out or a.results[0] / "report"
-    bare = [r for r in runs if store.is_published_copy(r)]
-    if bare:
-        raise UserError(
-            f"{len(bare)} of {len(runs)} runs have no {store.METRICS_FILE} (published copies, "
-            f"e.g. {bare[0]}): a report needs the time series; `eosbench check` prints their "
-            "recorded verdicts"
-        )
-    if a.with_runs:
-        copies = (out / "runs").resolve()
-        for root in a.results:
-            r = root.resolve()
-            if copies != r and (copies.is_relative_to(r) or r.is_relative_to(copies)):
-                raise UserError(
-                    f"--with-runs: the copies in {out / 'runs'} and the runs under {root} "
-                    "would lie one inside the other and be found as runs a second time by "
-                    "check, report and the comparisons; give an --out outside it"
-                )
-        copy_runs(runs, out / "runs", roots=a.results)
-    write_report(runs, out)
+    if a.publish:
+        publish(runs, out, roots=a.results)
+    else:
+        write_report(runs, out)
     print(out)
     return 0
 

@@ -33,13 +33,13 @@ CLAIMS_FILE = "claims.json"
 FINISHED = ("completed", "diverged")
 
 
-def _finite(x: Any) -> Any:
+def finite(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
+        return {k: finite(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_finite(v) for v in x]
+        return [finite(v) for v in x]
     return x
 
 
@@ -67,13 +67,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(
-        path, json.dumps(_finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        path, json.dumps(finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
     )
 
 
 def dumps_records(records: Iterable[dict[str, Any]]) -> str:
     return "".join(
-        json.dumps(_finite(r), sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n"
+        json.dumps(finite(r), sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n"
         for r in records
     )
 
@@ -132,13 +132,6 @@ def read_run_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def is_published_copy(path: Path, meta: dict[str, Any] | None = None) -> bool:
-    """A finished run without its time series: ``run.json`` (and ``claims.json``) alone, as
-    ``report --with-runs`` publishes runs in ``results/``.  ``meta``: its run record, if read."""
-    meta = read_run_json(path) if meta is None else meta
-    return meta.get("status") in FINISHED and not (Path(path) / METRICS_FILE).exists()
-
-
 def recorded_task(meta: dict[str, Any]):
     """The :class:`~eosbench.task.Task` a run record holds, or None if it holds none that
     parses."""
@@ -162,18 +155,42 @@ def recorded_computation(meta: dict[str, Any]) -> str | None:
 
 def finished_run(path: Path, computation: str, seed: int) -> dict[str, Any] | None:
     """The run record at ``path`` if it finished the same computation (the task up to its
-    claims: ``computation`` is its :func:`~eosbench.task.computation_hash`) with this seed
-    and holds its time series (a published copy -- ``run.json`` and ``claims.json`` alone --
-    is not a run to reuse)."""
+    claims: ``computation`` is its :func:`~eosbench.task.computation_hash`) with this
+    seed."""
     meta = read_run_json(path)
     if (
         meta.get("seed") == seed
         and meta.get("status") in FINISHED
-        and not is_published_copy(path, meta)
         and recorded_computation(meta) == computation
     ):
         return meta
     return None
+
+
+def load_run(path: Path):
+    """The :class:`~eosbench.record.Run` in run directory ``path``: its record, its series
+    (``metrics.jsonl``; empty while nothing is flushed) and its recorded verdicts."""
+    from .claims import recorded_verdicts
+    from .record import Run, Series
+
+    path = Path(path)
+    meta = read_json(path / RUN_FILE)
+    series = Series.from_records(read_records(path / METRICS_FILE))
+    try:
+        return Run.from_record(str(path), meta, series, recorded_verdicts(path))
+    except (UserError, KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path / RUN_FILE}: {e}") from None
+
+
+def load_runs(paths: Iterable[Path]) -> list:
+    """The runs at or below ``paths``: each results folder's artifact
+    (:mod:`eosbench.artifact`), else the run directories found there."""
+    from .artifact import is_artifact, read_artifact
+
+    paths = list(paths)
+    out = [r for p in paths if is_artifact(p) for r in read_artifact(p)]
+    dirs = [p for p in paths if not is_artifact(p)]
+    return out + [load_run(r) for r in (find_runs(dirs) if dirs else [])]
 
 
 @contextlib.contextmanager

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eosbench.claims import Trajectory, evaluate
+from eosbench.claims import evaluate
+from eosbench.record import Run
 from eosbench.claims.eos import eos
 from eosbench.claims.linear import linear_net
 from eosbench.claims.stochastic import eoss
@@ -33,7 +34,7 @@ def eos_traj(plateau=20.0, start=4.0, t_star=1000, end=2000, every=20, loss_bump
             )
             r["sharpness"] = float(q)
         recs.append(r)
-    return Trajectory(recs)
+    return Run.synthetic(recs)
 
 
 def test_eos_passes_on_textbook_trajectory():
@@ -66,8 +67,8 @@ def test_eos_fails_if_loss_monotone_after_t_star():
 
 def test_eos_not_evaluable_when_diverged_or_too_short():
     t = eos_traj()
-    assert "diverged" in eos(Trajectory(t.records, "diverged", 1500), GD).detail
-    short = Trajectory([r for r in t.records if r["step"] <= 1040])
+    assert "diverged" in eos(Run.synthetic(t.series.records(), "diverged", 1500), GD).detail
+    short = Run.synthetic([r for r in t.series.records() if r["step"] <= 1040])
     v = eos(short, GD)
     assert v.verdict == "FAIL" and "budget too short" in v.detail
 
@@ -107,7 +108,7 @@ def ce_traj(fitted_at=1500, end=3000, every=20):
                               else 20.0 * (1 + 0.01 * (s % 3)) if s <= fitted_at
                               else 20.0 * np.exp(-(s - fitted_at) / 400))
         recs.append(r)
-    return Trajectory(recs)
+    return Run.synthetic(recs)
 
 
 def test_eos_loss_drop_ends_the_window_where_the_loss_has_fallen():
@@ -116,7 +117,7 @@ def test_eos_loss_drop_ends_the_window_where_the_loss_has_fallen():
     assert whole.verdict == "FAIL" and "hover NO" in whole.detail
     v = eos(t, GD, loss_drop=0.1)
     assert v.verdict == "PASS", v.detail
-    fitted = next(r["step"] for r in t.records if r["step"] > 1000 and r["train_loss"] < 0.1)
+    fitted = next(r["step"] for r in t.series.records() if r["step"] > 1000 and r["train_loss"] < 0.1)
     assert f"in steps 1000-{fitted} (loss < 0.1 x loss at t* from step {fitted})" in v.detail
     assert "until loss < 0.1 x loss(t*)" in v.tolerance
     # a loss that never falls tenfold keeps the whole span (here: the decay is in it)
@@ -132,7 +133,7 @@ def test_a_cut_off_run_is_never_as_expected():
     task = Task("t", optimizer=GD.optimizer,
                 claims=(ClaimSpec("eos"), ClaimSpec("eos", expect="FAIL")))
     t = eos_traj()
-    for v in evaluate(task, Trajectory(t.records, "running")):
+    for v in evaluate(task, Run.synthetic(t.series.records(), "running")):
         assert v.verdict == "FAIL" and not v.finished and not v.as_expected
         assert v.to_dict()["as_expected"] is False
     assert [v.as_expected for v in evaluate(task, t)] == [True, False]
@@ -148,7 +149,7 @@ def test_expected_verdicts_are_attached():
 
 
 def eoss_traj(batch_level, full_level, end=1000, every=50):
-    return Trajectory(
+    return Run.synthetic(
         [
             {
                 "step": s,
@@ -190,7 +191,7 @@ def test_eoss_momentum_targets():
 
 
 def lin_traj(final_sharpness, gf=16.5, final_loss=1e-12):
-    return Trajectory(
+    return Run.synthetic(
         [
             {"step": 0, "gf_sharpness": gf, "sharpness": 16.0, "train_loss": 1.0},
             {
@@ -212,7 +213,7 @@ def test_linear_net():
     )
     assert "ABOVE" in linear_net(lin_traj(12.0), t).detail
     assert "NOT converged" in linear_net(lin_traj(6.0, final_loss=1e-2), t).detail
-    assert "not evaluable" in linear_net(Trajectory([{"step": 0, "train_loss": 1.0}]), t).detail
+    assert "not evaluable" in linear_net(Run.synthetic([{"step": 0, "train_loss": 1.0}]), t).detail
 
 
 def test_eoss_suppression():
@@ -231,9 +232,9 @@ def test_eoss_suppression():
 def test_unfinished_run_is_not_evaluable(status):
     t = eos_traj()
     task = Task("t", optimizer=GD.optimizer, claims=(ClaimSpec("eos"),))
-    (v,) = evaluate(task, Trajectory(t.records, status))
+    (v,) = evaluate(task, Run.synthetic(t.series.records(), status))
     assert v.verdict == "FAIL" and "did not finish" in v.detail and status in v.detail
-    (ok,) = evaluate(task, Trajectory(t.records, "completed"))
+    (ok,) = evaluate(task, Run.synthetic(t.series.records(), "completed"))
     assert ok.verdict == "PASS"
 
 
@@ -243,14 +244,14 @@ def test_every_registered_claim_evaluates(name):
     only surface at check time, after the training) and a series with nothing to judge is
     not evaluable: FAIL, never PASS."""
     task = TASKS.get(name)
-    traj = Trajectory([{"step": s, "train_loss": 1.0 - 0.1 * s} for s in range(3)])
+    traj = Run.synthetic([{"step": s, "train_loss": 1.0 - 0.1 * s} for s in range(3)])
     verdicts = evaluate(task, traj)
     assert len(verdicts) == len(task.claims)
     assert all(v.verdict == "FAIL" for v in verdicts), [v.detail for v in verdicts]
     # a series that reaches every threshold, so that the claims read all their options (a
     # value of the wrong type would raise here); the verdicts themselves do not matter
     keys = ("sharpness", "batch_sharpness", "preconditioned_sharpness", "gf_sharpness")
-    rich = Trajectory([
+    rich = Run.synthetic([
         {"step": s, "train_loss": 2.0 ** (-s / 50) * (1.1 if s % 7 == 0 else 1.0),
          **({k: 10.0 ** (s / 20) for k in keys} if s % 10 == 0 else {})}
         for s in range(401)

@@ -79,122 +79,91 @@ def test_check_exit_codes_follow_expectations(tmp_path, capsys):
     from tests.test_claims import lin_traj
 
     good = TASKS.get(TASK)
-    d = _fake_run(tmp_path / "a", good, lin_traj(6.0).records)
+    d = _fake_run(tmp_path / "a", good, lin_traj(6.0).series.records())
     assert main(["check", str(tmp_path / "a")]) == 0
     verdicts = json.loads((d / store.CLAIMS_FILE).read_text())
     assert verdicts[0]["verdict"] == "PASS" and verdicts[0]["as_expected"] is True
-    _fake_run(tmp_path / "b", good, lin_traj(16.4).records)
+    _fake_run(tmp_path / "b", good, lin_traj(16.4).series.records())
     assert main(["check", str(tmp_path / "b")]) == 1
     assert "UNEXPECTED" in capsys.readouterr().out
 
 
-def test_check_of_a_run_without_its_time_series_reports_the_recorded_verdicts(tmp_path, capsys):
-    """Older results/ folders hold run.json and claims.json alone: check must not turn them into
-    'not evaluable' FAILs nor overwrite their claims.json."""
-    from tests.test_claims import lin_traj
-
-    good = TASKS.get(TASK)
-    a = _fake_run(tmp_path / "a", good, lin_traj(6.0).records)
-    b = _fake_run(tmp_path / "b", good, lin_traj(16.4).records)
-    assert main(["check", str(a)]) == 0 and main(["check", str(b)]) == 1
-    capsys.readouterr()
-    recorded = {d: (d / store.CLAIMS_FILE).read_bytes() for d in (a, b)}
-    for d in (a, b):
-        (d / store.METRICS_FILE).unlink()
-    assert main(["check", str(a)]) == 0
-    assert "recorded, not re-evaluated" in capsys.readouterr().out
-    assert main(["check", str(b)]) == 1  # a recorded unexpected verdict stays unexpected
-    assert all((d / store.CLAIMS_FILE).read_bytes() == recorded[d] for d in (a, b))
-    for bad, message in [
-        ('[{"verdict": "PASS"}]', "lacks"),
-        ("{}", "not a claims file"),
-        ("[]", "0 verdicts recorded for the 1 claims"),
-    ]:
-        (a / store.CLAIMS_FILE).write_text(bad)
-        assert main(["check", str(a)]) == 2
-        assert message in capsys.readouterr().err
-
-
-def test_copies_judged_after_a_claim_was_added_and_cut_off_copies_stay_recorded(
-    tmp_path, capsys, monkeypatch
+def test_a_run_judged_after_a_claim_was_added_is_judged_by_the_claims_registered_now(
+    tmp_path, capsys
 ):
-    """A run judged after its task gained a claim has more verdicts in claims.json than its
-    run.json's task has claims: its copy must still print them.  A copy of a run that was cut
-    off (status running, no series) keeps its recorded verdicts too."""
     from dataclasses import replace
 
     from tests.test_claims import lin_traj
 
     good = TASKS.get(TASK)
-    a = _fake_run(tmp_path / "a", good, lin_traj(6.0).records)
+    a = _fake_run(tmp_path / "a", good, lin_traj(6.0).series.records())
     more = replace(good, claims=good.claims + (replace(good.claims[0], expect="FAIL"),))
-    monkeypatch.setitem(TASKS._items, TASK, more)
-    assert main(["check", str(a)]) == 1  # the added claim expects FAIL, the run passes it
-    assert len(json.loads((a / store.CLAIMS_FILE).read_text())) == 2
-    (a / store.METRICS_FILE).unlink()
-    capsys.readouterr()
-    assert main(["check", str(a)]) == 1
-    out = capsys.readouterr().out
-    assert out.count("recorded, not re-evaluated") == 2 and "UNEXPECTED" in out
-    c = _fake_run(tmp_path / "c", good, lin_traj(6.0).records[:3], status="running")
-    assert main(["check", str(c)]) == 1  # not finished: FAIL, unexpected
-    before = (c / store.CLAIMS_FILE).read_bytes()
-    (c / store.METRICS_FILE).unlink()
-    assert main(["check", str(c)]) == 1
-    assert "recorded, not re-evaluated" in capsys.readouterr().out
-    assert (c / store.CLAIMS_FILE).read_bytes() == before
+    with TASKS.temporarily(TASK, more):
+        assert main(["check", str(a)]) == 1  # the added claim expects FAIL, the run passes it
+    verdicts = json.loads((a / store.CLAIMS_FILE).read_text())
+    assert [v["expected"] for v in verdicts] == ["PASS", "FAIL"]
+    assert all(v["detail"].startswith("claims as registered now") for v in verdicts)
 
 
-def test_report_with_runs_publishes_the_run_records(tmp_path, capsys):
+def _tree(tmp_path):
+    """A results tree with two runs of two 'tasks' (t, u), checked."""
     from tests.test_claims import lin_traj
 
     root = tmp_path / "runs"
-    d = _fake_run(root, TASKS.get(TASK), lin_traj(6.0).records)
+    d = _fake_run(root, TASKS.get(TASK), lin_traj(6.0).series.records())
     (d / "checkpoint.pt").write_bytes(b"not published")
-    assert main(["check", str(root)]) == 0
-    assert main(["report", str(root), "--out", str(tmp_path / "pub"), "--with-runs"]) == 0
-    pub = tmp_path / "pub" / "runs" / d.parent.name / d.name
-    assert sorted(p.name for p in pub.iterdir()) == ["claims.json", "run.json"]
-    assert all((pub / f).read_bytes() == (d / f).read_bytes() for f in ("run.json", "claims.json"))
+    e = _fake_run(tmp_path / "x", TASKS.get(TASK), lin_traj(16.4).series.records())
+    (root / "u").mkdir()
+    e.rename(root / "u" / "seed-0")
+    return root
+
+
+def test_report_publish_writes_one_artifact_that_regenerates_the_report(tmp_path, capsys):
+    import pandas as pd
+
+    root = _tree(tmp_path)
+    assert main(["check", str(root)]) == 1  # u's sharpness 16.4 is above 2/lr: unexpected
+    pub = tmp_path / "pub"
+    assert main(["report", str(root), "--out", str(pub), "--publish"]) == 0
+    files = sorted(p.name for p in pub.iterdir())
+    assert "runs.parquet" in files and "claims.tex" in files and "runs" not in files
+    table = pd.read_parquet(pub / "runs.parquet")
+    assert {"run", "task", "seed", "step", "sharpness", "train_loss"} <= set(table.columns)
+    assert sorted(table["run"].unique()) == ["t/seed-0", "u/seed-0"]
+    # the artifact alone regenerates every file byte for byte
+    again = tmp_path / "again"
+    assert main(["report", str(pub), "--out", str(again)]) == 0
+    for name in files:
+        if name != "runs.parquet":
+            assert (again / name).read_bytes() == (pub / name).read_bytes(), name
+    # and check judges it from the file, writing nothing
     capsys.readouterr()
-    assert main(["check", str(tmp_path / "pub" / "runs")]) == 0
-    assert "recorded, not re-evaluated" in capsys.readouterr().out
-    # a report of the copies alone would be empty tables and plots over the published ones
-    summary = (tmp_path / "pub" / "summary.csv").read_bytes()
-    assert main(["report", str(tmp_path / "pub" / "runs"), "--out", str(tmp_path / "pub")]) == 2
-    assert "no metrics.jsonl" in capsys.readouterr().err
-    assert (tmp_path / "pub" / "summary.csv").read_bytes() == summary
-    # several roots: one report of their runs, each copy under its path in its root
-    other = tmp_path / "other"
-    _fake_run(other, TASKS.get(TASK), lin_traj(6.0).records)
-    (other / "t").rename(other / "u")
-    assert main(["check", str(other)]) == 0
-    assert main(["report", str(root), str(other), "--out", str(tmp_path / "both"),
-                 "--with-runs"]) == 0
-    both = tmp_path / "both" / "runs"
-    assert sorted(p.parent.parent.name for p in both.rglob("run.json")) == ["t", "u"]
-    # task folders (or run folders) as roots still publish <task>/seed-<n>
-    assert main(["report", str(root / "t"), str(other / "u" / "seed-0"), "--out",
-                 str(tmp_path / "tasks"), "--with-runs"]) == 0
-    tasks = tmp_path / "tasks" / "runs"
-    assert sorted(str(p.parent.relative_to(tasks)) for p in tasks.rglob("run.json")) == [
-        "t/seed-0", "u/seed-0"]
-    capsys.readouterr()
-    assert main(["report", str(root), str(other)]) == 2  # which one's report/?
+    assert main(["check", str(pub)]) == 1
+    out = capsys.readouterr().out
+    assert f"{pub}:t/seed-0" in out and "1 UNEXPECTED" in out
+    assert sorted(p.name for p in pub.iterdir()) == files
+    # publishing a published folder again keeps its ids and its bytes
+    assert main(["report", str(pub), "--out", str(tmp_path / "re"), "--publish"]) == 0
+    assert (tmp_path / "re" / "claims.csv").read_bytes() == (pub / "claims.csv").read_bytes()
+
+
+def test_report_publish_errors_write_nothing(tmp_path, capsys):
+    root = _tree(tmp_path)
+    assert main(["report", str(root), "--publish"]) == 2  # where to?
     assert "give --out" in capsys.readouterr().err
-    # copies under the scanned root, or a root under the copies, would be found twice
-    assert main(["report", str(root), "--with-runs"]) == 2
-    assert "outside" in capsys.readouterr().err
-    assert not (root / "report" / "runs").exists()
-    inner = tmp_path / "pub" / "runs" / "new"
-    _fake_run(inner, TASKS.get(TASK), lin_traj(6.0).records)
-    assert main(["check", str(inner)]) == 0
-    assert main(["report", str(inner), "--out", str(tmp_path / "pub"), "--with-runs"]) == 2
-    assert "one inside the other" in capsys.readouterr().err
-    # a run never checked has no verdicts to publish
-    (d / store.CLAIMS_FILE).unlink()
-    assert main(["report", str(root), "--out", str(tmp_path / "p2"), "--with-runs"]) == 2
-    assert "eosbench check" in capsys.readouterr().err
+    other = tmp_path / "other"  # a second root with a run of the same relative path
+    (other / "t").mkdir(parents=True)
+    __import__("shutil").copytree(root / "t" / "seed-0", other / "t" / "seed-0")
+    assert main(["report", str(root), str(other), "--out", str(tmp_path / "p"), "--publish"]) == 2
+    assert "t/seed-0" in capsys.readouterr().err and not (tmp_path / "p").exists()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "runs.parquet").write_bytes(b"PAR1 not really")
+    for argv in (["report", str(bad), "--out", str(tmp_path / "o")], ["check", str(bad)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "runs.parquet" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
 
 
 def test_check_corrupt_run_json_is_exit_2(tmp_path, capsys):

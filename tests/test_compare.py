@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from eosbench import store
-from eosbench.claims import Trajectory
+from eosbench.record import Run
 from eosbench.claims.compare import (
     INCONCLUSIVE,
     comparisons_for,
@@ -71,7 +71,7 @@ def test_identical_constant_samples():
 
 
 def test_metric_value_first_last_and_missing():
-    traj = Trajectory([{"step": 0, "test_acc": 0.1}, {"step": 5}, {"step": 9, "test_acc": 0.7}])
+    traj = Run.synthetic([{"step": 0, "test_acc": 0.1}, {"step": 5}, {"step": 9, "test_acc": 0.7}])
     assert metric_value(traj, "test_acc") == 0.7
     assert metric_value(traj, "test_acc@first") == 0.1
     assert metric_value(traj, "test_acc@last") == 0.7
@@ -83,12 +83,12 @@ def test_metric_value_first_last_and_missing():
 def test_metric_value_median_over_the_second_half():
     # rises to the edge, then oscillates around 10 with one outlier at the end
     values = [1, 3, 6, 9, 10.2, 9.8, 10.1, 9.9, 10.0, 10.3, 30]
-    traj = Trajectory([{"step": 100 * i, "sharpness": v} for i, v in enumerate(values)])
+    traj = Run.synthetic([{"step": 100 * i, "sharpness": v} for i, v in enumerate(values)])
     assert metric_value(traj, "sharpness@median") == pytest.approx(10.05)  # steps 500-1000
     assert metric_value(traj, "sharpness") == 30  # the last value alone
-    assert metric_value(Trajectory([{"step": 3}]), "sharpness@median") is None
+    assert metric_value(Run.synthetic([{"step": 3}]), "sharpness@median") is None
     # recorded only early (e.g. a series that stops being finite): nothing in the second half
-    early = Trajectory([{"step": 0, "sharpness": 1.0}, {"step": 10, "sharpness": float("nan")}])
+    early = Run.synthetic([{"step": 0, "sharpness": 1.0}, {"step": 10, "sharpness": float("nan")}])
     assert metric_value(early, "sharpness@median") is None
 
 
@@ -119,7 +119,7 @@ def _runs(root, accs: dict[str, list[float]], sharp=10.0, status="completed"):
                 {"step": 345, "test_acc": acc, "sharpness": sharp + seed, "trace": 100.0 + seed},
             ]
             store.atomic_write_text(d / store.METRICS_FILE, store.dumps_records(recs))
-            dirs.append(d)
+            dirs.append(store.load_run(d))
     return dirs
 
 
@@ -149,21 +149,24 @@ def test_unfinished_runs_make_comparisons_inconclusive(tmp_path):
     assert not any(v.as_expected for v in verdicts)
 
 
-def test_published_runs_without_series_are_not_compared_again(tmp_path, capsys):
-    """results/ publishes run.json and claims.json only: check of such a folder prints the
-    recorded per-run verdicts and leaves the comparisons (recorded in comparisons.csv) out,
-    instead of turning them into INCONCLUSIVE ones for lack of values."""
+def test_runs_kept_without_series_are_not_compared_again(tmp_path, capsys):
+    """A results artifact may keep a run's records without its series (a GPU session's):
+    check prints its recorded verdicts and leaves the comparisons out instead of turning
+    them into INCONCLUSIVE ones for lack of values."""
+    from dataclasses import replace as with_
+
+    from eosbench.artifact import read_artifact, write_artifact
+
     runs = _runs(tmp_path / "runs", _accs(LOW, [0.56, 0.55, 0.57], HIGH))
-    assert main(["check", str(tmp_path / "runs")]) == 0
-    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "pub"),
-                 "--with-runs"]) == 0
-    capsys.readouterr()
-    pub = store.find_runs([tmp_path / "pub" / "runs"])
-    assert len(pub) == len(runs) and comparisons_for(pub) == []
-    assert main(["check", str(tmp_path / "pub" / "runs")]) == 0
+    assert len(comparisons_for(runs)) == len(REDUCED.comparisons)
+    bare = [with_(r, id=f"r{i}", series=None) for i, r in enumerate(runs)]
+    write_artifact(tmp_path / "pub" / "runs.parquet", bare)
+    back = read_artifact(tmp_path / "pub")
+    assert len(back) == len(runs) and not any(r.has_series for r in back)
+    assert comparisons_for(back) == []
+    assert main(["check", str(tmp_path / "pub")]) == 0
     out = capsys.readouterr().out
     assert "[suite]" not in out and "0 of 0 verdicts" in out  # these tasks have no run claims
-    assert (tmp_path / "pub" / "comparisons.csv").is_file()  # the recorded comparisons
 
 
 def test_generalization_table_and_check_exit_code(tmp_path, capsys):

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from eosbench import store
-from eosbench.claims import Trajectory
+from eosbench.record import Run
 from eosbench.report import write_report
 from eosbench.report.figures import (
     final_value,
@@ -77,7 +77,7 @@ def make_run(root, task: Task, seed: int, records, status="completed"):
          "step": max(r["step"] for r in records), "provenance": {}},
     )  # fmt: skip
     store.atomic_write_text(d / store.METRICS_FILE, store.dumps_records(records))
-    return d
+    return store.load_run(d)
 
 
 def series(key: str, values, every: int = 10, **extra):
@@ -136,7 +136,7 @@ def test_normalized_adds_batch_sharpness_for_stochastic_runs_only(tmp_path):
 
 
 def test_final_value_is_the_mean_over_the_last_window():
-    traj = Trajectory(
+    traj = Run.synthetic(
         merge(series("batch_sharpness", [float(i) for i in range(11)]), [{"step": 100}])
     )
     # steps 0..100; the last 20% are steps >= 80: values 8, 9, 10
@@ -145,7 +145,7 @@ def test_final_value_is_the_mean_over_the_last_window():
     assert final_value(traj, "batch_sharpness", window=1.0) == (pytest.approx(5.0), 11)
     assert final_value(traj, "sharpness") is None
     # a quantity measured rarely: nothing in the window -> None, not an older value
-    sparse = Trajectory([{"step": 0, "sharpness": 1.0}, {"step": 100}])
+    sparse = Run.synthetic([{"step": 0, "sharpness": 1.0}, {"step": 100}])
     assert final_value(sparse, "sharpness") is None
     with pytest.raises(ValueError, match="window"):
         final_value(traj, "batch_sharpness", window=0.0)
@@ -324,7 +324,7 @@ def test_real_runs_record_what_the_figures_read(tmp_path):
             MeasurementSpec("batch_sharpness", every=3, options=options(max_batches=8)),
         ),
     )
-    runs = [run(base, 0, opts)]
+    runs = [store.load_run(run(base, 0, opts))]
     df = normalized_data(runs)
     assert set(df["quantity"]) == {"sharpness", "batch_sharpness"}
     assert set(final_vs_batch_size_data(runs)["quantity"]) == {"sharpness", "batch_sharpness"}

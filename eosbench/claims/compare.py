@@ -25,50 +25,45 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 from scipy import stats
 
-from .. import store
-from ..store import FINISHED
-from . import Trajectory, Verdict
+from ..record import Run
+from . import Verdict
 
 INCONCLUSIVE = "INCONCLUSIVE"
 
 
-def metric_value(traj: Trajectory, metric: str) -> float | None:
+def metric_value(run: Run, metric: str) -> float | None:
     """``metric`` of one run: ``key`` or ``key@last`` (last finite value), ``key@first``, or
     ``key@median`` (median over the second half; None when nothing finite is recorded there)."""
     key, _, which = metric.partition("@")
     if which not in ("", "first", "last", "median"):
         raise ValueError(f"metric {metric!r}: the suffix must be @first, @last or @median")
-    steps, values = traj.values(key)
+    steps, values = run.values(key)
     if values.size == 0:
         return None
     if which == "median":
-        second = values[steps >= traj.last_step / 2]
+        second = values[steps >= run.last_step / 2]
         return float(np.median(second)) if second.size else None
     return float(values[0] if which == "first" else values[-1])
 
 
-def runs_by_task(runs: Iterable[Path]) -> dict[str, list[tuple[int, Trajectory]]]:
-    """Finished runs grouped by task name, each as (seed, trajectory), sorted by seed; a task
-    whose runs are all unfinished maps to an empty list (its comparisons are INCONCLUSIVE).
-    A run published without its time series (``run.json`` alone, as in ``results/``) is left
-    out: its task's comparisons are not re-evaluated (the report's ``comparisons.csv`` holds
-    their recorded verdicts)."""
-    out: dict[str, list[tuple[int, Trajectory]]] = {}
+def runs_by_task(runs: Iterable[Run]) -> dict[str, list[Run]]:
+    """Finished runs grouped by task name, sorted by seed; a task whose runs are all
+    unfinished maps to an empty list (its comparisons are INCONCLUSIVE).  A run kept without
+    its time series (a GPU session's records) is left out: its task's comparisons are not
+    re-evaluated."""
+    out: dict[str, list[Run]] = {}
     for r in runs:
-        meta = store.read_json(Path(r) / store.RUN_FILE)
-        if store.is_published_copy(r, meta):
+        if not r.has_series:
             continue
-        group = out.setdefault(meta["task"]["name"], [])
-        if meta.get("status") in FINISHED:
-            records = store.read_records(Path(r) / store.METRICS_FILE)
-            traj = Trajectory(records, meta["status"], meta.get("diverged_at"))
-            group.append((int(meta["seed"]), traj))
-    return {k: sorted(v, key=lambda sv: sv[0]) for k, v in out.items()}
+        group = out.setdefault(r.task.name, [])
+        if r.finished:
+            group.append(r)
+    return {k: sorted(v, key=lambda r: r.seed) for k, v in out.items()}
 
 
 def hedges_g(a: np.ndarray, b: np.ndarray) -> float:
@@ -147,13 +142,13 @@ def describe(c) -> str:
     return f"{c.name}: {lhs} > {rhs}"
 
 
-def evaluate_comparison(c, by_task: dict[str, list[tuple[int, Trajectory]]]) -> Verdict:
+def evaluate_comparison(c, by_task: dict[str, list[Run]]) -> Verdict:
     """The verdict of one :class:`~eosbench.suites.Comparison` on grouped runs."""
     if c.name != "ordering":
         raise ValueError(f"unknown comparison {c.name!r} (known: ordering)")
 
     def sample(task: str, metric: str) -> list[float]:
-        vals = (metric_value(t, metric) for _, t in by_task.get(task, []))
+        vals = (metric_value(r, metric) for r in by_task.get(task, []))
         return [v for v in vals if v is not None and math.isfinite(v)]
 
     v = ordering(
@@ -165,13 +160,13 @@ def evaluate_comparison(c, by_task: dict[str, list[tuple[int, Trajectory]]]) -> 
         citation=c.citation,
     )
     if c.note:
-        v = Verdict(**{**v.__dict__, "detail": f"{c.note}; {v.detail}"})
+        v = replace(v, detail=f"{c.note}; {v.detail}")
     return v
 
 
-def comparisons_for(runs: Sequence[Path]) -> list[Verdict]:
-    """Every registered suite comparison whose two tasks both have runs among ``runs``; runs
-    published without their time series are left out (see :func:`runs_by_task`)."""
+def comparisons_for(runs: Sequence[Run]) -> list[Verdict]:
+    """Every registered suite comparison whose two tasks both have runs among ``runs`` (runs
+    without their time series are left out: :func:`runs_by_task`)."""
     from ..suites import SUITES
 
     by_task = runs_by_task(runs)  # every task with runs, finished or not

@@ -21,15 +21,16 @@ sharpness is at most :math:`(1+\\text{tol})\\,2/\\eta`, and it is below
 
 from __future__ import annotations
 
+from ..record import Run
 from ..task import Task
-from . import CLAIMS, Trajectory, Verdict, fail
+from . import CLAIMS, Verdict, fail
 
 CITATION = "Kreisler et al. 2023 (arXiv:2305.13064v2); Zhu et al. 2023 (arXiv:2210.03294v2)"
 
 
 @CLAIMS.register("linear_net")
 def linear_net(
-    traj: Trajectory,
+    run: Run,
     task: Task,
     tol: float = 0.01,
     margin: float = 0.05,
@@ -41,11 +42,11 @@ def linear_net(
     name = "linear_net[implicit regularization]"
     tolerance = f"final sharpness <= (1+{tol}) 2/lr and < (1-{margin}) S_GF; loss <= {loss_tol:g}"
     kw = dict(target=T, tolerance=tolerance, citation=citation)
-    if traj.status == "diverged":
-        return fail(name, f"the run diverged at step {traj.diverged_at}", **kw)
-    _, gf = traj.values("gf_sharpness")
-    _, s = traj.values("sharpness")
-    _, loss = traj.values("train_loss")
+    if run.status == "diverged":
+        return fail(name, f"the run diverged at step {run.diverged_at}", **kw)
+    _, gf = run.values("gf_sharpness")
+    _, s = run.values("sharpness")
+    _, loss = run.values("train_loss")
     if not len(gf) or not len(s) or not len(loss):
         return fail(name, "needs gf_sharpness, sharpness and train_loss measurements", **kw)
     s_gf, s_end, l_end = float(gf[0]), float(s[-1]), float(loss[-1])
@@ -66,4 +67,6 @@ def linear_net(
         tolerance=tolerance,
         detail=detail,
         citation=citation,
+        parts={"converged": converged, "stable": stable, "flatter": flatter,
+               "final_sharpness": s_end, "gf_sharpness": s_gf, "final_loss": l_end},  # fmt: skip
     )

@@ -25,19 +25,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..optim.thresholds import BATCH_TARGETS
+from ..record import Run
 from ..task import Task
-from . import CLAIMS, Trajectory, Verdict, fail
-
-TARGETS = {
-    "sgd": ("2/lr", lambda lr, b: 2 / lr),
-    "momentum-small-batch": ("2(1-beta)/lr", lambda lr, b: 2 * (1 - b) / lr),
-    "momentum-large-batch": ("2(1+beta)/lr", lambda lr, b: 2 * (1 + b) / lr),
-}
+from . import CLAIMS, Verdict, fail
 
 
 @CLAIMS.register("eoss")
 def eoss(
-    traj: Trajectory,
+    run: Run,
     task: Task,
     target: str = "sgd",
     band: tuple[float, float] = (0.85, 1.15),
@@ -46,21 +42,21 @@ def eoss(
     citation: str = "Andreyev & Beneventano (arXiv:2412.20553v3)",
     full_below: bool = True,
 ) -> Verdict:
-    formula, f = TARGETS[target]
-    T = f(task.optimizer.lr, task.optimizer.momentum)
-    name = f"eoss[{formula}]"
+    t = BATCH_TARGETS[target]
+    T = t.level(task.optimizer.lr, task.optimizer.momentum)
+    name = f"eoss[{t.formula}]"
     tol = f"median batch_sharpness/T in [{band[0]}, {band[1]}]"
     tol += "; median sharpness < T" if full_below else " (sharpness reported, not judged)"
     kw = dict(target=T, tolerance=tol, citation=citation)
-    if traj.status == "diverged":
-        return fail(name, f"the run diverged at step {traj.diverged_at}", **kw)
-    bs, bv = traj.values("batch_sharpness")
-    start = traj.last_step * (1 - window)
+    if run.status == "diverged":
+        return fail(name, f"the run diverged at step {run.diverged_at}", **kw)
+    bs, bv = run.values("batch_sharpness")
+    start = run.last_step * (1 - window)
     sel = bs >= start
     if sel.sum() < min_points:
         return fail(name, f"only {int(sel.sum())} batch-sharpness measurements in the window", **kw)
     ratio = float(np.median(bv[sel]) / T)
-    fs, fv = traj.values("sharpness")
+    fs, fv = run.values("sharpness")
     fsel = fs >= start
     full = float(np.median(fv[fsel])) if fsel.any() else float("nan")
     hovers = band[0] <= ratio <= band[1]
@@ -79,12 +75,14 @@ def eoss(
         tolerance=tol,
         detail=detail,
         citation=citation,
+        parts={"hovers": hovers, "below": below, "ratio": ratio, "full": full,
+               "n_points": int(sel.sum())},  # fmt: skip
     )
 
 
 @CLAIMS.register("eoss_suppression")
 def eoss_suppression(
-    traj: Trajectory,
+    run: Run,
     task: Task,
     margin: float = 0.1,
     window: float = 0.5,
@@ -100,11 +98,11 @@ def eoss_suppression(
     name = "eoss[suppression]"
     tol = f"median sharpness < (1-{margin}) 2/lr and < median batch_sharpness"
     kw = dict(target=T, tolerance=tol, citation=citation)
-    if traj.status == "diverged":
-        return fail(name, f"the run diverged at step {traj.diverged_at}", **kw)
-    start = traj.last_step * (1 - window)
-    fs, fv = traj.values("sharpness")
-    bs, bv = traj.values("batch_sharpness")
+    if run.status == "diverged":
+        return fail(name, f"the run diverged at step {run.diverged_at}", **kw)
+    start = run.last_step * (1 - window)
+    fs, fv = run.values("sharpness")
+    bs, bv = run.values("batch_sharpness")
     fsel, bsel = fs >= start, bs >= start
     if fsel.sum() < min_points or bsel.sum() < min_points:
         return fail(
@@ -129,4 +127,6 @@ def eoss_suppression(
         tolerance=tol,
         detail=detail,
         citation=citation,
+        parts={"below_edge": below_edge, "below_batch": below_batch, "full": full,
+               "batch": batch},  # fmt: skip
     )

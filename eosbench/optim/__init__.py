@@ -50,6 +50,7 @@ __all__ = [
     "Threshold",
     "ThresholdError",
     "build_optimizer",
+    "label",
     "call_without_buffer_updates",
     "preconditioner",
     "sam_edge",
@@ -65,21 +66,59 @@ class OptimizerEntry:
     build: Callable[[OptimizerSpec, list[Any]], torch.optim.Optimizer]
     threshold: Callable[..., Threshold]  # (spec, grad_norm=None); grad_norm only if given
     summary: str = ""
+    # the display label of a configuration in figures (mathtext), without the step size
+    label: Callable[[OptimizerSpec], str] | None = None
+
+
+def _sgd_label(o: OptimizerSpec) -> str:
+    if o.momentum == 0:
+        return "SGD"
+    return rf"{'Nesterov' if o.nesterov else 'heavy-ball'} SGD, $\beta$={o.momentum:g}"
+
+
+def _wrapper_label(o: OptimizerSpec) -> str:
+    return rf"{o.name.upper()}({o.base}), $\rho$={o.rho:g}"
 
 
 OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", "eosbench.optimizers")
-OPTIMIZERS.register("sgd", OptimizerEntry(sgd.build, sgd.threshold, "GD / heavy ball / Nesterov"))
 OPTIMIZERS.register(
-    "adam", OptimizerEntry(adaptive.build_adam, adaptive.adam_threshold, "Adam (torch)")
+    "sgd", OptimizerEntry(sgd.build, sgd.threshold, "GD / heavy ball / Nesterov", _sgd_label)
 )
 OPTIMIZERS.register(
-    "rmsprop", OptimizerEntry(adaptive.build_rmsprop, adaptive.rmsprop_threshold, "RMSProp (torch)")
+    "adam",
+    OptimizerEntry(
+        adaptive.build_adam,
+        adaptive.adam_threshold,
+        "Adam (torch)",
+        lambda o: rf"Adam, $\beta_1$={o.beta1:g}",
+    ),
 )
-OPTIMIZERS.register("sam", OptimizerEntry(sam.build, sam.threshold, "SAM / USAM over sgd or adam"))
+OPTIMIZERS.register(
+    "rmsprop",
+    OptimizerEntry(
+        adaptive.build_rmsprop, adaptive.rmsprop_threshold, "RMSProp (torch)", lambda o: "RMSProp"
+    ),
+)
+OPTIMIZERS.register(
+    "sam", OptimizerEntry(sam.build, sam.threshold, "SAM / USAM over sgd or adam", _wrapper_label)
+)
 OPTIMIZERS.register(
     "tracer",
-    OptimizerEntry(tracer.build, tracer.threshold, "SGD-/Adam-TRACER (Fisher-trace penalty)"),
+    OptimizerEntry(
+        tracer.build, tracer.threshold, "SGD-/Adam-TRACER (Fisher-trace penalty)", _wrapper_label
+    ),
 )
+
+
+def label(spec: OptimizerSpec) -> str:
+    r"""The display label of ``spec`` with its step size, e.g. ``SGD, $\eta$=0.1``: its
+    registry entry's label (the optimizer's name for an entry without one), the weight
+    decay where set."""
+    entry = OPTIMIZERS.get(spec.name)
+    base = entry.label(spec) if getattr(entry, "label", None) else spec.name
+    if spec.weight_decay:
+        base += f", wd={spec.weight_decay:g}"
+    return rf"{base}, $\eta$={spec.lr:g}"
 
 
 def validate(spec: OptimizerSpec) -> None:

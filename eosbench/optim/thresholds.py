@@ -23,6 +23,7 @@ Conventions used by every function here:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import UserError
@@ -128,3 +129,30 @@ def sam_edge(
     if t <= 0:
         return 0.0
     return 2.0 * t / (1.0 + math.sqrt(1.0 + 4.0 * r * t))  # = (sqrt(1+4rt) - 1)/(2r), stable
+
+
+ANDREYEV2024 = (
+    "Andreyev & Beneventano (2024), Edge of Stochastic Stability: Revisiting the Edge of "
+    "Stability for SGD, arXiv:2412.20553v3; momentum levels from Andreyev et al. (2026)"
+)
+
+
+@dataclass(frozen=True)
+class BatchTarget:
+    """A level that the *batch* sharpness of mini-batch SGD hovers at (EoSS)."""
+
+    name: str  # the claim option naming it
+    formula: str  # plain text, as claims and figure legends print it
+    level: Callable[[float, float], float]  # (lr, momentum) -> level
+
+
+BATCH_TARGETS = {
+    t.name: t
+    for t in (
+        BatchTarget("sgd", "2/lr", lambda lr, beta: 2.0 / lr),
+        # momentum SGD: the small-batch level 2(1-beta)/lr and the large-batch one 2(1+beta)/lr
+        BatchTarget("momentum-small-batch", "2(1-beta)/lr", lambda lr, beta: 2 * (1 - beta) / lr),
+        BatchTarget("momentum-large-batch", "2(1+beta)/lr", lambda lr, beta: 2 * (1 + beta) / lr),
+    )
+}
+MOMENTUM_BATCH_TARGETS = ("momentum-small-batch", "momentum-large-batch")

@@ -7,22 +7,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .. import store
-from ..claims import Verdict
-from ..errors import UserError
+from ..artifact import ARTIFACT_FILE, read_artifact, write_artifact
+from ..claims import Verdict, check
+from ..record import Run
 from .figures import write_figures
 from .generalization import write_generalization
 from .tables import load_runs, write_tables
 
 
 def print_verdicts(
-    results: Sequence[tuple[Path, list[Verdict]]], comparisons: Sequence[Verdict] = ()
+    results: Sequence[tuple[str, Sequence[Verdict]]], comparisons: Sequence[Verdict] = ()
 ) -> None:
     """One line per claim: verdict, expected?, run, claim, measured vs target, detail;
     then one per suite comparison."""
-    rows = [(str(rdir), v) for rdir, vs in results for v in vs]
+    rows = [(str(where), v) for where, vs in results for v in vs]
     rows += [("[suite]", v) for v in comparisons]
     for where, v in rows:
         mark = "ok " if v.as_expected else "UNEXPECTED"
@@ -37,83 +39,90 @@ def print_verdicts(
     print(f"{n - bad} of {n} verdicts as expected" + (f"; {bad} UNEXPECTED" if bad else ""))
 
 
-def _title(frames) -> str:
-    """ "suite NAME" for the smallest suite holding every task of the runs, else "N tasks":
-    a function of the runs alone, so a regenerated report is byte-identical."""
+def title_of(runs: Sequence[Run]) -> str:
+    """What the runs are, for captions: "suite NAME" when they are every task of a suite,
+    else "N task(s) of suite(s) A, B" (each task counted in the smallest suite that holds
+    it), else "N tasks".  A function of the runs alone, so a regenerated report is
+    byte-identical."""
     from ..suites import SUITES
 
-    tasks = set(frames["runs"]["task"])
-    holders = [SUITES.get(n) for n in SUITES.list() if tasks <= set(SUITES.get(n).tasks)]
-    if holders:
-        return "suite " + min(holders, key=lambda s: (len(s.tasks), s.name)).name
-    return f"{len(tasks)} tasks"
+    tasks = {r.task.name for r in runs}
+    suites = [SUITES.get(n) for n in SUITES.list()]
+    whole = [s for s in suites if tasks == set(s.tasks)]
+    if whole:
+        return "suite " + min(whole, key=lambda s: s.name).name
+    homes = set()
+    for t in tasks:
+        holders = [s for s in suites if t in s.tasks]
+        if holders:
+            homes.add(min(holders, key=lambda s: (len(s.tasks), s.name)).name)
+    n = f"{len(tasks)} task{'s' * (len(tasks) != 1)}"
+    if not homes:
+        return n
+    return f"{n} of suite{'s' * (len(homes) != 1)} " + ", ".join(sorted(homes))
 
 
-RUN_RECORD_FILES = (store.RUN_FILE, store.CLAIMS_FILE)
-
-
-def copy_runs(runs: Sequence[Path], dest: Path, roots: Sequence[Path] = ()) -> list[Path]:
-    """Copy each run's record -- ``run.json`` (task, hash, status, provenance) and
-    ``claims.json`` (verdicts with their numbers) -- to ``dest``, as ``results/`` publishes
-    them; not the checkpoint, nor the per-step series (``metrics.jsonl``, megabytes for a
-    long SGD run), which the run's command regenerates.  ``eosbench check`` of the copies
-    prints the recorded verdicts.  Each copy keeps its path relative to the first of
-    ``roots`` that holds it, and at least ``<task>/seed-<n>``; two runs that would land on
-    one path are an error, and so is a run without ``claims.json`` (not checked yet)."""
-    dest = Path(dest)
-    resolved = [Path(r).resolve() for r in roots]
-    targets: dict[Path, Path] = {}
-    for r in runs:
-        r = Path(r)
-        if not (r / store.CLAIMS_FILE).is_file():
-            raise UserError(f"{r}: no {store.CLAIMS_FILE} to publish; run `eosbench check` first")
-        rel = Path(r.parent.name) / r.name
-        for root in resolved:
-            if r.resolve().is_relative_to(root):
-                inside = r.resolve().relative_to(root)
-                rel = inside if len(inside.parts) >= 2 else rel
-                break
-        t = dest / rel
-        if t in targets:
-            raise UserError(f"{r} and {targets[t]} would both be copied to {t}")
-        targets[t] = r
-    written = []
-    for t, r in sorted(targets.items()):
-        for name in RUN_RECORD_FILES:  # both exist: find_runs and the check above
-            src = r / name
-            if src.resolve() != (t / name).resolve():
-                t.mkdir(parents=True, exist_ok=True)
-                store.atomic_write_bytes(t / name, src.read_bytes())
-            written.append(t / name)
-    return written
+def verdicts_of(runs: Sequence[Run]) -> dict[str, list[Verdict]]:
+    """Each run's verdicts by the claims that judge it now (:func:`eosbench.claims.check`)."""
+    return {r.id: check(r) for r in runs}
 
 
 def write_report(
-    runs: Sequence[Path],
+    runs: Sequence[Run],
     out: Path,
     title: str | None = None,
     comparisons: Sequence[Verdict] | None = None,
 ) -> list[Path]:
-    """Write ``claims.tex``, ``curvature.tex``, ``summary.csv``, ``summary.json`` and
-    figures (PNG and PDF) for ``runs`` into ``out``, and the generalization and
-    comparison tables where the runs have them; return the files written.  The default
-    title names the suite the runs belong to; ``comparisons`` default to every suite
+    """Write ``claims.tex``/``.csv``, ``curvature.tex``, ``summary.csv``/``.json`` and the
+    figures (PNG and PDF) for ``runs`` into ``out``, and the generalization and comparison
+    tables where the runs have them; return the files written.  The default title names the
+    suites the runs belong to (:func:`title_of`); ``comparisons`` default to every suite
     comparison whose tasks are among the runs."""
     from ..claims.compare import comparisons_for
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frames = load_runs(runs)
-    title = title or _title(frames)
+    runs = sorted(runs, key=lambda r: (r.task.name, r.seed, r.id))
+    frames = load_runs(runs, verdicts_of(runs))
+    title = title or title_of(runs)
     if comparisons is None:
         comparisons = comparisons_for(runs)
     written = write_tables(frames, out, title)
-    written += write_generalization(frames["runs"], list(comparisons), out, title)
+    written += write_generalization(frames["runs"], runs, list(comparisons), out, title)
     written += write_figures(runs, out)
     index = {
         "title": title,
-        "runs": [str(Path(r)) for r in runs],
+        "runs": [r.id for r in runs],
         "files": sorted(p.name for p in written),
     }
     store.atomic_write_text(out / "index.json", json.dumps(index, indent=2, sort_keys=True) + "\n")
     return written
+
+
+def published_id(run: Run, roots: Sequence[Path]) -> str:
+    """A run's id in a results artifact: its directory relative to the first of ``roots``
+    that holds it, at least ``<task>/seed-<n>``; a run read from an artifact keeps its id."""
+    path = Path(run.id)
+    if not path.is_dir():
+        return run.id
+    rel = Path(path.parent.name) / path.name
+    for root in roots:
+        root = Path(root).resolve()
+        if path.resolve().is_relative_to(root):
+            inside = path.resolve().relative_to(root)
+            rel = inside if len(inside.parts) >= 2 else rel
+            break
+    return rel.as_posix()
+
+
+def publish(runs: Sequence[Run], out: Path, roots: Sequence[Path] = ()) -> list[Path]:
+    """Write the results artifact ``out/runs.parquet`` (:mod:`eosbench.artifact`: every run's
+    series, record and verdicts) and the report read back from it, so that ``eosbench report
+    out`` regenerates every table and figure byte for byte from the artifact alone."""
+    out = Path(out)
+    verdicts = verdicts_of(runs)
+    published = [
+        replace(r, id=published_id(r, roots), verdicts=tuple(verdicts[r.id])) for r in runs
+    ]
+    path = write_artifact(out / ARTIFACT_FILE, published)
+    return [path, *write_report(read_artifact(path), out)]

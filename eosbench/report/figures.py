@@ -41,7 +41,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -55,8 +55,10 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from .. import store  # noqa: E402
-from ..claims import Trajectory  # noqa: E402
-from ..task import Task, canonical_json, from_dict, to_dict  # noqa: E402
+from ..optim import label  # noqa: E402
+from ..optim.thresholds import BATCH_TARGETS, MOMENTUM_BATCH_TARGETS  # noqa: E402
+from ..record import Run  # noqa: E402
+from ..task import Task, canonical_json, to_dict  # noqa: E402
 from .tables import _threshold  # noqa: E402  (the threshold the tables report)
 
 QUANTITIES = ("sharpness", "batch_sharpness", "preconditioned_sharpness")
@@ -69,33 +71,11 @@ RC = {"pdf.fonttype": 42, "ps.fonttype": 42}  # embedded TrueType fonts, editabl
 MATRIX = {"sharpness": "$H$", "preconditioned_sharpness": "$P^{-1}H$"}
 
 
-@dataclass(frozen=True)
-class _Run:
-    path: Path
-    task: Task
-    seed: int
-    status: str
-    traj: Trajectory
-
-
-def _load(runs: Iterable) -> list[_Run]:
-    """The runs (directories, or already loaded), sorted by task name and seed."""
-    out = []
-    for r in runs:
-        if isinstance(r, _Run):
-            out.append(r)
-            continue
-        meta = store.read_json(Path(r) / store.RUN_FILE)
-        out.append(
-            _Run(
-                Path(r),
-                from_dict(meta["task"]),
-                meta["seed"],
-                meta.get("status", "?"),
-                Trajectory.from_run(Path(r)),
-            )
-        )
-    return sorted(out, key=lambda x: (x.task.name, x.seed, str(x.path)))
+def _load(runs: Iterable[Run]) -> list[Run]:
+    """The runs with their series, sorted by task name and seed."""
+    return sorted(
+        (r for r in runs if r.has_series), key=lambda x: (x.task.name, x.seed, str(x.id))
+    )
 
 
 @contextmanager
@@ -131,7 +111,7 @@ def _palette(n: int) -> list:
     return sns.color_palette("colorblind" if n <= 10 else "husl", max(n, 1))
 
 
-def write_figures(runs, out: Path) -> list[Path]:
+def write_figures(runs: Sequence[Run], out: Path) -> list[Path]:
     """Write every figure the runs have data for into ``out``; return the files written."""
     loaded = _load(runs)
     if not loaded:
@@ -151,12 +131,12 @@ def write_figures(runs, out: Path) -> list[Path]:
 # --- sharpness.{png,pdf} -------------------------------------------------------------------------
 
 
-def _plot_sharpness(loaded: Sequence[_Run], out: Path) -> list[Path]:
-    by_task: dict[str, list[tuple[int, Trajectory]]] = defaultdict(list)
+def _plot_sharpness(loaded: Sequence[Run], out: Path) -> list[Path]:
+    by_task: dict[str, list[tuple[int, Run]]] = defaultdict(list)
     tasks = {}
     for r in loaded:
         tasks[r.task.name] = r.task
-        by_task[r.task.name].append((r.seed, r.traj))
+        by_task[r.task.name].append((r.seed, r))
     names = sorted(by_task)
     if not names:
         return []
@@ -169,8 +149,8 @@ def _plot_sharpness(loaded: Sequence[_Run], out: Path) -> list[Path]:
         ax_l.sharex(ax_q)
         thr = _threshold(tasks[name])
         for j, q in enumerate(QUANTITIES):
-            for k, (_, traj) in enumerate(sorted(by_task[name], key=lambda st: st[0])):
-                s, v = traj.values(q)
+            for k, (_, run) in enumerate(sorted(by_task[name], key=lambda st: st[0])):
+                s, v = run.values(q)
                 if len(v):
                     ax_q.plot(
                         s,
@@ -191,11 +171,10 @@ def _plot_sharpness(loaded: Sequence[_Run], out: Path) -> list[Path]:
         if (
             constant_lr and opt.batch_size and opt.momentum > 0
         ):  # momentum EoSS levels (Andreyev et al. 2026)
-            for level, ls, text in (
-                (2 * (1 - opt.momentum) / opt.lr, ":", "2(1-b)/lr"),
-                (2 * (1 + opt.momentum) / opt.lr, "-.", "2(1+b)/lr"),
-            ):
-                ax_q.axhline(level, ls=ls, color="grey", lw=0.8, label=f"{text} {level:.3g}")
+            for name_, ls in zip(MOMENTUM_BATCH_TARGETS, (":", "-."), strict=True):
+                t = BATCH_TARGETS[name_]
+                level = t.level(opt.lr, opt.momentum)
+                ax_q.axhline(level, ls=ls, color="grey", lw=0.8, label=f"{t.formula} {level:.3g}")
                 levels.append(level)
         data_max = max(
             (v.max() for _, t in by_task[name] for q in QUANTITIES if len(v := t.values(q)[1])),
@@ -206,8 +185,8 @@ def _plot_sharpness(loaded: Sequence[_Run], out: Path) -> list[Path]:
                 bottom=min(0.0, ax_q.get_ylim()[0]) if data_max < 0 else 0.0,
                 top=1.15 * max(data_max, min(levels)),
             )
-        for k, (seed, traj) in enumerate(sorted(by_task[name], key=lambda st: st[0])):
-            s, v = traj.values("train_loss")  # full-batch loss (every step for GD, on eval for SGD)
+        for k, (seed, run) in enumerate(sorted(by_task[name], key=lambda st: st[0])):
+            s, v = run.values("train_loss")  # full-batch loss (every step for GD, on eval for SGD)
             keep = v > 0
             sparse = len(v) < 200
             ax_l.plot(
@@ -263,7 +242,7 @@ def normalized_data(runs) -> pd.DataFrame:
         if r.task.optimizer.batch_size and thr[0] != "batch_sharpness":
             quantities.append("batch_sharpness")
         for q in quantities:
-            steps, vals = r.traj.values(q)
+            steps, vals = r.values(q)
             for s, v in zip(steps, vals, strict=True):
                 rows.append(
                     {
@@ -340,28 +319,6 @@ FINAL_COLUMNS = [
 FINAL_QUANTITIES = ("batch_sharpness", "sharpness")
 
 
-def _family(task: Task) -> str:
-    """Optimizer family and step size, e.g. ``SGD, η=0.1`` (mathtext)."""
-    o = task.optimizer
-    if o.name == "sgd":
-        if o.momentum == 0:
-            base = "SGD"
-        else:
-            kind = "Nesterov" if o.nesterov else "heavy-ball"
-            base = rf"{kind} SGD, $\beta$={o.momentum:g}"
-    elif o.name == "adam":
-        base = rf"Adam, $\beta_1$={o.beta1:g}"
-    elif o.name == "rmsprop":
-        base = "RMSProp"
-    elif o.name in ("sam", "tracer"):
-        base = rf"{o.name.upper()}({o.base}), $\rho$={o.rho:g}"
-    else:
-        base = o.name
-    if o.weight_decay:
-        base += f", wd={o.weight_decay:g}"
-    return rf"{base}, $\eta$={o.lr:g}"
-
-
 def _series_key(task: Task) -> str:
     """The task up to its batch size (and prose, claims, seeds, measurements, length)."""
     t = replace(
@@ -384,7 +341,7 @@ def _series_labels(tasks: Sequence[Task]) -> dict[str, str]:
     first: dict[str, Task] = {}
     for t in sorted(tasks, key=lambda t: t.name):
         first.setdefault(_series_key(t), t)
-    family = {k: _family(t) for k, t in first.items()}
+    family = {k: label(t.optimizer) for k, t in first.items()}
     count = defaultdict(int)
     for v in family.values():
         count[v] += 1
@@ -400,13 +357,13 @@ def _series_labels(tasks: Sequence[Task]) -> dict[str, str]:
     return labels
 
 
-def final_value(traj: Trajectory, quantity: str, window: float = FINAL_WINDOW):
+def final_value(run: Run, quantity: str, window: float = FINAL_WINDOW):
     """(mean, count) of ``quantity`` over the recorded steps in the last ``window`` of the
     run (steps >= (1 - window) x last step), or None if none was recorded there."""
     if not 0 < window <= 1:
         raise ValueError(f"window={window!r}: expected a fraction in (0, 1]")
-    steps, vals = traj.values(quantity)
-    keep = steps >= (1.0 - window) * traj.last_step
+    steps, vals = run.values(quantity)
+    keep = steps >= (1.0 - window) * run.last_step
     if not keep.any():
         return None
     return float(vals[keep].mean()), int(keep.sum())
@@ -424,7 +381,7 @@ def final_vs_batch_size_data(runs, window: float = FINAL_WINDOW) -> pd.DataFrame
     for r in loaded:
         thr = _threshold(r.task)
         for q in FINAL_QUANTITIES:
-            fv = final_value(r.traj, q, window)
+            fv = final_value(r, q, window)
             if fv is None:
                 continue
             rows.append(
@@ -528,7 +485,7 @@ def spectrum_data(runs) -> pd.DataFrame:
     for r in _load(runs):  # sorted by task and seed: the first seed comes first
         if r.task.name in done:
             continue
-        keys = {k for rec in r.traj.records for k in rec}
+        keys = set(r.keys)
         found = False
         for q in TOP_K_QUANTITIES:
             k = 1
@@ -540,7 +497,7 @@ def spectrum_data(runs) -> pd.DataFrame:
             thr = _threshold(r.task)
             t = thr[1] if thr is not None and thr[0] == q else math.nan
             for rank in range(1, k + 1):
-                steps, vals = r.traj.values(q if rank == 1 else f"{q}_eig{rank}")
+                steps, vals = r.values(q if rank == 1 else f"{q}_eig{rank}")
                 for s, v in zip(steps, vals, strict=True):
                     rows.append(
                         {

@@ -4,6 +4,7 @@ over seeds, best in bold, the paper's numbers alongside) and the suite compariso
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ import pandas as pd
 from .. import store
 from ..claims import Verdict
 from ..latex import tex_escape
+from ..record import Run
 
 METHOD_ORDER = ("sgd", "sam", "sgd-tracer", "adam", "adam-sam", "adam-tracer")
 
@@ -101,19 +103,18 @@ def curvature_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _data_caption(runs: pd.DataFrame) -> str:
+def _data_caption(runs: Sequence[Run]) -> str:
     """What data the runs used, from their recorded task definitions."""
     from ..suites.generalization import CELLS
 
     parts = set()
-    for r in runs.itertuples(index=False):
-        if r.task not in CELLS:
+    for r in runs:
+        if r.task.name not in CELLS:
             continue
-        meta = store.read_json(Path(r.run) / store.RUN_FILE)
-        d = meta["task"]["data"]
-        n_tr = "all" if d.get("n_train") is None else f"the first {d['n_train']:,}"
-        n_te = "all" if d.get("n_test") is None else f"the first {d['n_test']:,}"
-        parts.add(f"{d['name']}: {n_tr} training and {n_te} test images")
+        d = r.task.data
+        n_tr = "all" if d.n_train is None else f"the first {d.n_train:,}"
+        n_te = "all" if d.n_test is None else f"the first {d.n_test:,}"
+        parts.add(f"{d.name}: {n_tr} training and {n_te} test images")
     return "; ".join(sorted(parts))
 
 
@@ -122,7 +123,11 @@ def comparisons_frame(verdicts: list[Verdict]) -> pd.DataFrame:
 
 
 def write_generalization(
-    runs: pd.DataFrame, comparisons: list[Verdict], out: Path, title: str
+    frame_runs: pd.DataFrame,
+    runs: Sequence[Run],
+    comparisons: list[Verdict],
+    out: Path,
+    title: str,
 ) -> list[Path]:
     """``generalization.tex``/``.csv``, ``generalization_curvature.tex`` and
     ``comparisons.tex``/``.csv`` when the runs hold generalization tasks / comparisons."""
@@ -130,7 +135,7 @@ def write_generalization(
     from .tables import _fmt, _latex
 
     written: list[Path] = []
-    frame = generalization_frame(runs)
+    frame = generalization_frame(frame_runs)
     if len(frame):
         store.atomic_write_text(
             out / "generalization.csv", frame.to_csv(index=False, float_format="%.6g")

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .. import store
-from ..claims import Trajectory
+from ..claims import Verdict
 from ..latex import tex_escape
-from ..task import from_dict
+from ..record import Run
 
 
 def _threshold(task) -> tuple[str, float] | None:
@@ -31,49 +31,49 @@ def _threshold(task) -> tuple[str, float] | None:
     return t.quantity, float(t.value)
 
 
-def _run_row(rdir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    meta = store.read_json(rdir / store.RUN_FILE)
-    task = from_dict(meta["task"])
-    traj = Trajectory.from_run(rdir)
+def _run_row(run: Run, verdicts: Sequence[Verdict]) -> tuple[dict[str, Any], list[dict]]:
+    """The summary row of one run and its claims rows.  ``t_star`` and
+    ``post_median_over_T`` are those of the window its ``eos`` claim judges
+    (:func:`~eosbench.claims.eos.claim_window`): a table never disagrees with a verdict."""
+    from ..claims.eos import claim_window
+
     row: dict[str, Any] = {
-        "task": task.name,
-        "seed": meta["seed"],
-        "status": meta["status"],
-        "steps": meta["step"],
-        "run": str(rdir),
-        "task_hash": meta["task_hash"][:12],
-        "device": meta["provenance"].get("device_name"),
-        "wall_seconds": meta.get("wall_seconds"),
-        "measure_seconds": meta.get("measure_seconds"),
+        "task": run.task.name,
+        "seed": run.seed,
+        "status": run.status,
+        "steps": run.step,
+        "run": run.id,
+        "task_hash": run.record.get("task_hash", "")[:12],
+        "device": run.provenance.get("device_name"),
+        "wall_seconds": run.cost.get("wall_seconds"),
+        "measure_seconds": run.cost.get("measure_seconds"),
     }
-    thr = _threshold(task)
-    if thr is not None:
-        q, T = thr
+    cw = claim_window(run, run.judge()) if run.has_series else None
+    if cw is not None:
+        q, T, w = cw
         row["threshold_quantity"], row["threshold"] = q, T
-        steps, vals = traj.values(q)
-        hit = np.nonzero(vals >= T)[0]
-        row["t_star"] = int(steps[hit[0]]) if len(hit) else None
-        row["post_median_over_T"] = float(np.median(vals[hit[0] :]) / T) if len(hit) else None
+        row["t_star"] = w.t_star if w is not None else None
+        row["post_median_over_T"] = w.ratio if w is not None else None
+        _, vals = run.values(q)
         row["final_" + q] = float(vals[-1]) if len(vals) else None
-    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "batch_sharpness"):
-        _, v = traj.values(key)
-        row["final_" + key] = float(v[-1]) if len(v) else None
-    for key in ("sharpness", "trace"):  # recorded by runs without a threshold too
-        _, v = traj.values(key)
-        if len(v):
-            row["final_" + key] = float(v[-1])
-    claims = []
-    cfile = rdir / store.CLAIMS_FILE
-    if cfile.exists():
-        for c in store.read_json(cfile):
-            claims.append({"task": task.name, "seed": meta["seed"], **c})
+    if run.has_series:
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "batch_sharpness"):
+            _, v = run.values(key)
+            row["final_" + key] = float(v[-1]) if len(v) else None
+        for key in ("sharpness", "trace"):  # recorded by runs without a threshold too
+            _, v = run.values(key)
+            if len(v):
+                row["final_" + key] = float(v[-1])
+    claims = [{"task": run.task.name, "seed": run.seed, **v.to_dict()} for v in verdicts]
     return row, claims
 
 
-def load_runs(runs) -> dict[str, pd.DataFrame]:
+def load_runs(runs: Sequence[Run], verdicts: Mapping[str, Sequence[Verdict]]) -> dict:
+    """The summary frame (one row per run) and the claims frame (one row per verdict;
+    ``verdicts`` maps each run's id to its verdicts)."""
     rows, claims = [], []
     for r in runs:
-        row, cl = _run_row(Path(r))
+        row, cl = _run_row(r, verdicts.get(r.id, ()))
         rows.append(row)
         claims.extend(cl)
     runs_df = pd.DataFrame(rows).sort_values(["task", "seed"], kind="stable").reset_index(drop=True)
@@ -171,7 +171,7 @@ def curvature_table(runs: pd.DataFrame) -> pd.DataFrame:
             {
                 "Task": task,
                 "n": str(len(g)),
-                "$t^*$": _mean_pm(g.get("t_star", pd.Series(dtype=float))),
+                "$t^*$ (step)": _mean_pm(g.get("t_star", pd.Series(dtype=float))),
                 "median $q/T$ after $t^*$": _mean_pm(
                     g.get("post_median_over_T", pd.Series(dtype=float))
                 ),
@@ -204,9 +204,10 @@ def write_tables(frames: dict[str, pd.DataFrame], out: Path, title: str) -> list
     tex = _latex(
         cur,
         f"Curvature summary of {title}: first step $t^*$ at which the sharpness "
-        "quantity $q$ reaches the optimizer's threshold $T$, its median relative to "
-        "$T$ afterwards, final loss and accuracy; mean $\\pm$ standard error over "
-        "$n$ seeds.",
+        "quantity $q$ reaches the optimizer's threshold $T$, the median of $q/T$ over the "
+        "window the task's edge-of-stability claim judges (from $t^*$ to the end of the run, "
+        "or to where the claim's loss drop ends it; the claims table's measured value over "
+        "$T$), final training loss and accuracy; mean $\\pm$ standard error over $n$ seeds.",
         "tab:curvature",
         math_cols,
         column_format="p{4.2cm}" + "l" * (len(cur.columns) - 1),
