@@ -48,7 +48,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     if session.venv_backend != "none":
         session.install("ruff==0.17.6")
-    session.run("ruff", "check", "eosbench", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "eosbench", "tests", "benchmarks", "scripts", "noxfile.py")
 
 
 @nox.session

@@ -14,7 +14,6 @@ series (a GPU session's records) and the committed tables stay as they are.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from dataclasses import replace
@@ -25,7 +24,6 @@ from eosbench.artifact import ARTIFACT_FILE, write_artifact
 from eosbench.claims import check, recorded_verdicts
 from eosbench.record import Run
 from eosbench.report import write_report
-from eosbench.task import computation_hash
 
 
 def committed(folder: Path) -> list[tuple[str, dict, list]]:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from eosbench.claims import evaluate
-from eosbench.record import Run
 from eosbench.claims.eos import eos
 from eosbench.claims.linear import linear_net
 from eosbench.claims.stochastic import eoss
+from eosbench.record import Run
 from eosbench.suites import TASKS
 from eosbench.task import ClaimSpec, OptimizerSpec, Task
 

@@ -14,7 +14,6 @@ import pytest
 from scipy import stats
 
 from eosbench import store
-from eosbench.record import Run
 from eosbench.claims.compare import (
     INCONCLUSIVE,
     comparisons_for,
@@ -24,6 +23,7 @@ from eosbench.claims.compare import (
     welch,
 )
 from eosbench.cli import main
+from eosbench.record import Run
 from eosbench.report import write_report
 from eosbench.suites import SUITES, TASKS, Comparison, suite
 from eosbench.suites.generalization import CELLS, PAPER
