@@ -134,12 +134,14 @@ def test_preempted_job_checkpoints_is_requeued_and_resumes(tmp_path):
 
 def test_failed_job_is_reported_and_reproduce_exits_nonzero(tmp_path, monkeypatch, capsys):
     needs_submitit()
-    for t in (GD, BAD):
-        monkeypatch.setitem(TASKS._items, t.name, t)
-    monkeypatch.setitem(SUITES._items, "exec-test", Suite("exec-test", (GD.name, BAD.name)))
     argv = ["reproduce", "--suite", "exec-test", "--seeds", "0", "--out", str(tmp_path)]
     argv += ["--device", "cpu", "--no-progress", "--executor", "local", "--jobs", "2"]
-    assert main(argv) == 1
+    with (
+        TASKS.temporarily(GD.name, GD),
+        TASKS.temporarily(BAD.name, BAD),
+        SUITES.temporarily("exec-test", Suite("exec-test", (GD.name, BAD.name))),
+    ):
+        assert main(argv) == 1
     out, err = capsys.readouterr()
     assert "exec/bad seed 0 (job " in err and "optimizer.lr=-1.0 must be > 0" in err
     assert "    |   File " in err and "in build_optimizer" in err  # its stderr's tail

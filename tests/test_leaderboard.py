@@ -8,6 +8,7 @@ checked against their committed submissions (re-derived, byte for byte) and page
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html.parser
 import json
@@ -15,6 +16,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +28,7 @@ from hypothesis import strategies as st
 
 from eosbench.cli import main
 from eosbench.leaderboard import render as render_mod
-from eosbench.leaderboard import submission as submission_mod
+from eosbench.leaderboard import validator as validator_mod
 from eosbench.leaderboard.manifest import (
     Manifest,
     SubmissionError,
@@ -167,6 +169,55 @@ def test_template_submission_is_valid_and_scored(tiny):
     accs = [r["test_acc"] for r in e["tracks"]["lbtest-generalization"]["runs"]]
     assert g["test_acc_mean"] == pytest.approx(sum(accs) / 2)
     assert g["test_acc_se"] == pytest.approx(abs(accs[0] - accs[1]) / 2)
+
+
+def test_tracks_score_runs_by_the_threshold_passed():
+    """Each kind of track scores :class:`~eosbench.record.Run` s; the stability track by the
+    threshold passed alongside (here T = 4 on the sharpness)."""
+    from eosbench.claims import Verdict
+    from eosbench.optim.thresholds import Threshold
+    from eosbench.record import Run
+
+    recs = [{"step": s, "sharpness": q, "test_acc": 0.5 + s / 100} for s, q in
+            [(0, 1.0), (10, 3.0), (20, 4.4), (30, 4.0), (40, 3.6)]]  # fmt: skip
+    ok = Verdict("eos[sharpness]", "PASS", 1.0, 4.0, "", "")
+    runs = [
+        replace(Run.synthetic(recs, seed=1), verdicts=(ok,)),
+        Run.synthetic(recs[:2], status="diverged", diverged_at=10, seed=0),
+    ]
+    out = STABILITY.score_runs(runs, Threshold("sharpness", 4.0, "T", "test"))
+    assert [(r["seed"], r["t_star"], r["reached"], r["ratio"]) for r in out["runs"]] == [
+        (1, 20, True, 1.0),  # median of 4.4/4, 4/4, 3.6/4
+        (0, None, False, 0.75),  # never at T: the last half of the run, 3/4
+    ]
+    assert out["series"][0]["points"][2] == [20, 1.1]
+    assert out["scores"]["seeds_reached"] == 1 and out["scores"]["claims_as_expected"] == 1
+    g = GENERALIZATION.score_runs(runs, None)
+    assert [r["test_acc"] for r in g["runs"]] == [0.9, 0.0]  # a diverged run scores 0
+    assert GENERALIZATION.rank_key("a", {"test_acc_mean": 0.9}) < GENERALIZATION.rank_key(
+        "b", {"test_acc_mean": 0.8}
+    )
+
+
+def test_registry_temporarily(monkeypatch):
+    """``Registry.temporarily`` swaps an entry for a ``with`` block, loading no entry point."""
+    from eosbench import registry
+    from eosbench.registry import Registry
+
+    groups: list = []
+    monkeypatch.setattr(registry.metadata, "entry_points", lambda group: groups.append(group) or [])
+    reg = Registry("thing", "eosbench.test-things")
+    reg.register("a", 1)
+    with reg.temporarily("a", 2), reg.temporarily("b", 3), reg.temporarily("c", None):
+        assert groups == []
+        assert (reg.get("a"), reg.get("b")) == (2, 3)
+    assert reg.list() == ["a"] and reg.get("a") == 1
+    with reg.temporarily("a", None):
+        assert "a" not in reg
+    assert reg.get("a") == 1
+    with pytest.raises(ValueError), reg.temporarily("b", 4):
+        raise ValueError
+    assert "b" not in reg and groups == ["eosbench.test-things"]
 
 
 def test_validation_is_deterministic_and_accepts(tiny, tmp_path, capsys):
@@ -352,9 +403,9 @@ def test_one_gigabyte_file_is_rejected_without_being_read(sub, monkeypatch):
     os.truncate(big, 2**30)  # sparse: nothing is written
     rel = big.relative_to(sub).as_posix()
     read = []
-    real = submission_mod.read_limited
+    real = validator_mod.read_limited
     monkeypatch.setattr(
-        submission_mod,
+        validator_mod,
         "read_limited",
         lambda root, r, limit: read.append(r) or real(root, r, limit),
     )
@@ -559,24 +610,20 @@ def plugin(tiny, tmp_path_factory):
     from eosbench.optim import OPTIMIZERS, OptimizerEntry, sgd
 
     root = tmp_path_factory.mktemp("plugin")
-    mp = pytest.MonkeyPatch()
-    mp.setitem(OPTIMIZERS._items, "lbtest-opt", OptimizerEntry(sgd.build, sgd.threshold, "test"))
-    try:
+    with OPTIMIZERS.temporarily("lbtest-opt", OptimizerEntry(sgd.build, sgd.threshold, "test")):
         for cmd in plan("lbtest-opt", {"lbtest-stability": {"lr": 0.5}}, root / "runs"):
             assert main(cmd[1:]) == 0
         argv = ["submit", "template", str(root / "sub"), "--runs", str(root / "runs")]
         argv += ["--id", "plug", "--method", "Plug", "--author", "B", "--paper", "http://x.org"]
         argv += ["--package", "lbtest-opt", "--version", "1.0"]
         assert main(argv) == 0
-    finally:
-        mp.undo()
     return root / "sub"
 
 
 def test_third_party_method_validates_without_its_code(plugin):
     from eosbench.optim import OPTIMIZERS
 
-    assert "lbtest-opt" not in OPTIMIZERS._items  # "uninstalled"
+    assert "lbtest-opt" not in OPTIMIZERS.list(entry_points=False)  # "uninstalled"
     res = validate(plugin)
     assert res.ok, res.problems
     assert res.entry["code"] == {
@@ -584,7 +631,38 @@ def test_third_party_method_validates_without_its_code(plugin):
         "version": "1.0",
         "optimizer": "lbtest-opt",
     }
-    assert "lbtest-opt" not in OPTIMIZERS._items  # validation registered nothing for good
+    assert "lbtest-opt" not in OPTIMIZERS.list(entry_points=False)  # nothing registered
+
+
+NO_PLUGIN_IMPORT = """
+import sys
+from importlib import metadata
+
+groups, real = [], metadata.entry_points
+metadata.entry_points = lambda *a, **kw: groups.append(kw.get("group")) or real(*a, **kw)
+from tests.test_leaderboard import _tiny_tracks
+from eosbench.leaderboard.submission import validate
+
+_tiny_tracks()
+res = validate(sys.argv[1])
+assert res.ok, res.problems
+assert "eosbench.optimizers" not in groups, groups
+"""
+
+
+def test_validation_loads_no_optimizer_plugin(plugin):
+    """In a fresh interpreter (no entry point loaded yet), validating a third-party method
+    never looks up the ``eosbench.optimizers`` entry points, so imports no plug-in."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-c", NO_PLUGIN_IMPORT, str(plugin)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_third_party_declared_threshold_must_match_its_claims(plugin, tmp_path):
@@ -890,10 +968,11 @@ def test_committed_entry_is_rederived_from_its_submission(entry):
     assert dumps_entry(res.entry) == entry.read_text()
 
 
-def test_committed_pages_are_up_to_date(monkeypatch):
-    for name in [n for n in TRACKS.list() if n.startswith("lbtest-")]:  # this module's
-        monkeypatch.delitem(TRACKS._items, name)
-    files = render_mod.render(render_mod.load_entries(LEADERBOARD / "entries"))
+def test_committed_pages_are_up_to_date():
+    with contextlib.ExitStack() as hidden:
+        for name in [n for n in TRACKS.list() if n.startswith("lbtest-")]:  # this module's
+            hidden.enter_context(TRACKS.temporarily(name, None))
+        files = render_mod.render(render_mod.load_entries(LEADERBOARD / "entries"))
     for name, text in files.items():
         assert (LEADERBOARD / name).read_text() == text, (
             f"leaderboard/{name} is stale: run `eosbench leaderboard`"

@@ -93,27 +93,27 @@ def test_recalibrated_claims_reuse_the_run_and_judge_it(tmp_path, monkeypatch):
     runs: ``run`` reuses them and ``check`` judges them by the claims as registered now."""
     from eosbench.claims import RECALIBRATED, check_run
 
-    monkeypatch.setitem(TASKS._items, SHORT.name, SHORT)  # SHORT as the registered task
-    rdir = run(SHORT, 0, opts(tmp_path))
-    assert "@" not in rdir.parent.name
-    (v,) = check_run(rdir)  # 40 steps never reach 2/lr: not evaluable, FAIL
-    assert (v.verdict, v.expected) == ("FAIL", "PASS") and RECALIBRATED not in v.detail
-    before = (rdir / store.RUN_FILE).stat().st_mtime_ns
-    band = replace(SHORT.claims[0], expect="FAIL", options=options(band=(0.8, 1.2)))
-    recalibrated = replace(SHORT, claims=(band,))
-    monkeypatch.setitem(TASKS._items, SHORT.name, recalibrated)
-    assert run(recalibrated, 0, opts(tmp_path)) == rdir  # reused, not run again
-    assert (rdir / store.RUN_FILE).stat().st_mtime_ns == before
-    (v,) = check_run(rdir)
-    assert (v.verdict, v.expected) == ("FAIL", "FAIL") and v.detail.startswith(RECALIBRATED)
-    (w,) = json.loads((rdir / store.CLAIMS_FILE).read_text())
-    assert w["expected"] == "FAIL" and w["detail"].startswith(RECALIBRATED)
-    # a task of the same name that computes something else is not judged by the registry
-    lr = apply_overrides(recalibrated, ["optimizer.lr=0.05"])
-    other = run(replace(lr, claims=SHORT.claims), 0, opts(tmp_path))
-    assert other != rdir
-    (v,) = check_run(other)
-    assert v.expected == "PASS" and RECALIBRATED not in v.detail
+    with TASKS.temporarily(SHORT.name, SHORT):  # SHORT as the registered task
+        rdir = run(SHORT, 0, opts(tmp_path))
+        assert "@" not in rdir.parent.name
+        (v,) = check_run(rdir)  # 40 steps never reach 2/lr: not evaluable, FAIL
+        assert (v.verdict, v.expected) == ("FAIL", "PASS") and RECALIBRATED not in v.detail
+        before = (rdir / store.RUN_FILE).stat().st_mtime_ns
+        band = replace(SHORT.claims[0], expect="FAIL", options=options(band=(0.8, 1.2)))
+        recalibrated = replace(SHORT, claims=(band,))
+        with TASKS.temporarily(SHORT.name, recalibrated):
+            assert run(recalibrated, 0, opts(tmp_path)) == rdir  # reused, not run again
+            assert (rdir / store.RUN_FILE).stat().st_mtime_ns == before
+            (v,) = check_run(rdir)
+            assert (v.verdict, v.expected) == ("FAIL", "FAIL") and v.detail.startswith(RECALIBRATED)
+            (w,) = json.loads((rdir / store.CLAIMS_FILE).read_text())
+            assert w["expected"] == "FAIL" and w["detail"].startswith(RECALIBRATED)
+            # a task of the same name that computes something else is not judged by the registry
+            lr = apply_overrides(recalibrated, ["optimizer.lr=0.05"])
+            other = run(replace(lr, claims=SHORT.claims), 0, opts(tmp_path))
+            assert other != rdir
+            (v,) = check_run(other)
+            assert v.expected == "PASS" and RECALIBRATED not in v.detail
 
 
 def test_an_overridden_task_keeps_its_directory_from_before_the_computation_hash(tmp_path):

@@ -44,9 +44,12 @@ import math
 import re
 import typing
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import SUBMISSION_SCHEMA
+
+if TYPE_CHECKING:
+    from ..optim.thresholds import Threshold
 
 MANIFEST = "manifest.json"
 RUN_FILES = ("run.json", "metrics.jsonl", "claims.json")
@@ -147,6 +150,15 @@ class ThresholdDecl:
     quantity: str  # sharpness | preconditioned_sharpness
     value: float
     formula: str
+
+    DECLARED: ClassVar[str] = "declared by the submission"
+
+    def threshold(self) -> Threshold:
+        """The :class:`~eosbench.optim.thresholds.Threshold` declared: what the entry's claims
+        and scores are judged by."""
+        from ..optim.thresholds import Threshold
+
+        return Threshold(self.quantity, self.value, self.formula, self.DECLARED)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..latex import tex_escape
 from . import ENTRY_SCHEMA
 from .manifest import loads_strict
-from .tracks import TRACKS, rank_key
+from .tracks import TRACKS
 
 COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 ENTRY_LIMIT = 16 * 2**20
@@ -101,8 +101,7 @@ def _cost_cells(t: dict[str, Any]) -> dict[str, Any]:
 
 def _row(track, entry: dict[str, Any], rank: int) -> dict[str, Any]:
     t = entry["tracks"][track.name]
-    s = t["scores"]
-    row: dict[str, Any] = {
+    return {
         "rank": rank,
         "id": entry["id"],
         "method": entry["method"],
@@ -110,32 +109,8 @@ def _row(track, entry: dict[str, Any], rank: int) -> dict[str, Any]:
         "optimizer": entry["code"]["optimizer"],
         "hyperparameters": _hyper(t),
         **_cost_cells(t),
+        **track.cells(t),  # the track's scores
     }
-    if track.scoring == "stability":
-        thr = t.get("threshold") or {}
-        total = s.get("claims_total") or 0
-        row.update(
-            quantity=thr.get("quantity", "-"),
-            threshold=thr.get("value"),
-            formula=thr.get("formula", ""),
-            ratio=s.get("ratio_median"),
-            ratio_min=s.get("ratio_min"),
-            ratio_max=s.get("ratio_max"),
-            reached=s.get("seeds_reached"),
-            seeds=s.get("seeds"),
-            t_star=s.get("t_star_median"),
-            claims=s.get("claims_as_expected"),
-            claims_total=total,
-            claims_fraction=(s.get("claims_as_expected", 0) / total) if total else None,
-        )
-    else:
-        row.update(
-            acc=s.get("test_acc_mean"),
-            se=s.get("test_acc_se"),
-            seeds=s.get("seeds"),
-            sharpness=s.get("final_sharpness_median"),
-        )
-    return row
 
 
 LATEX_SKIPS = ("hyperparameters", "examples", "device")  # too wide for a page: in the caption
@@ -155,22 +130,7 @@ def _columns(track) -> list[tuple[str, str, str]]:
         ("method", "Method", "text"),
         ("hyperparameters", "Hyperparameters", "text"),
     ]
-    if track.scoring == "stability":
-        mid = [
-            ("threshold", "Threshold T", "num"),
-            ("ratio", "q/T (median)", "num"),
-            ("reached", "Seeds at T", "num"),
-            ("t_star", "t* (median)", "num"),
-            ("claims", "Claims as expected", "num"),
-        ]
-    else:
-        mid = [
-            ("acc", "Test acc. (mean)", "num"),
-            ("se", "SE", "num"),
-            ("seeds", "Seeds", "num"),
-            ("sharpness", "Final sharpness", "num"),
-        ]
-    return head + mid + common_end
+    return head + track.columns() + common_end
 
 
 def _cell_text(row: dict[str, Any], key: str) -> str:
@@ -223,7 +183,7 @@ def tables(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for name in TRACKS.list():
         track = TRACKS.get(name)
         members = [e for e in entries if name in e.get("tracks", {})]
-        members.sort(key=lambda e: rank_key(track, e["id"], e["tracks"][name]["scores"]))
+        members.sort(key=lambda e: track.rank_key(e["id"], e["tracks"][name]["scores"]))
         cols = _columns(track)
         rows = []
         for i, e in enumerate(members, 1):
@@ -262,7 +222,7 @@ def tables(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     # tracks with entries first, in registry order otherwise
-    return sorted(out, key=lambda t: (not t["rows"], t["scoring"] != "stability", t["name"]))
+    return sorted(out, key=lambda t: (not t["rows"], TRACKS.get(t["name"]).order, t["name"]))
 
 
 # --- plots --------------------------------------------------------------------------------------

@@ -36,15 +36,17 @@ they covered (``run.json``), wall time, and the devices.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..claims import Verdict
+from ..record import Run
 from ..registry import Registry
 from ..task import OptimizerSpec, Task
+
+if TYPE_CHECKING:
+    from ..optim.thresholds import Threshold
 
 # --- tracks ------------------------------------------------------------------------------------
 
@@ -55,15 +57,21 @@ class TrackTask:
     quantity: str | None = None  # for entries whose declared threshold bounds this; None: all
 
 
+Column = tuple[str, str, str]  # (key, header, kind: num | text) of a leaderboard table
+
+
 @dataclass(frozen=True)
 class Track:
+    """A track; each kind of track (a subclass) scores and ranks its entries' runs."""
+
     name: str
     title: str
     description: str  # one paragraph: what is run and how it is scored
     tasks: tuple[TrackTask, ...]
-    scoring: str  # key of SCORERS
     fixed: tuple[str, ...] = ("batch_size",)  # optimizer fields the track fixes
     needs_threshold: bool = False  # entries declare a stability threshold
+    scoring: ClassVar[str] = ""  # the kind of track, as the rendered tables name it
+    order: ClassVar[int] = 0  # tables of kinds with a lower order come first
 
     def tasks_for(self, quantity: str | None) -> tuple[str, ...]:
         """The task names an entry whose threshold bounds ``quantity`` runs."""
@@ -72,10 +80,165 @@ class Track:
     def quantities(self) -> tuple[str, ...]:
         return tuple(t.quantity for t in self.tasks if t.quantity is not None)
 
+    def score(self, runs: list[Run], threshold: Threshold | None = None) -> dict[str, Any]:
+        """``{"scores", "runs", "series", "cost"}`` of an entry's runs on the track, in a fixed
+        order (task, seed), so equal runs give equal JSON.  ``threshold``: the one the entry
+        declares (for a track that ``needs_threshold``)."""
+        runs = sorted(runs, key=lambda r: (r.task.name, r.seed))
+        out = self.score_runs(runs, threshold)
+        out["cost"] = cost(runs)
+        return out
+
+    def score_runs(self, runs: list[Run], threshold: Threshold | None) -> dict[str, Any]:
+        """``{"scores", "runs", "series"}`` of runs in (task, seed) order."""
+        raise NotImplementedError
+
+    def rank_key(self, entry_id: str, scores: dict[str, Any]) -> tuple:
+        """Sort key of an entry with ``scores``: best first, ties by id."""
+        raise NotImplementedError
+
+    def columns(self) -> list[Column]:
+        """The score columns of the track's leaderboard table."""
+        raise NotImplementedError
+
+    def cells(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """The values of :meth:`columns` (and their extras) of an entry's track record."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class StabilityTrack(Track):
+    """Scored by the measured quantity against the declared threshold (module docstring)."""
+
+    needs_threshold: bool = True
+    scoring: ClassVar[str] = "stability"
+    order: ClassVar[int] = 0
+
+    def score_runs(self, runs: list[Run], threshold: Threshold | None) -> dict[str, Any]:
+        if threshold is None:
+            raise ValueError(f"the {self.name} track scores by a declared threshold")
+        per_run, series = [], []
+        for r in runs:
+            s = stability_run(r, threshold)
+            per_run.append(
+                {
+                    "task": r.task.name,
+                    "seed": r.seed,
+                    "status": r.status,
+                    **s,
+                    "claims": {v.claim: v.verdict for v in r.verdicts},
+                }
+            )
+            points = stability_series(r, threshold)
+            series.append({"task": r.task.name, "seed": r.seed, "points": points})
+        ratios = [p["ratio"] for p in per_run if p["ratio"] is not None]
+        stars = [p["t_star"] for p in per_run if p["t_star"] is not None]
+        verdicts = [v for r in runs for v in r.verdicts]
+        scores = {
+            "ratio_median": _median(ratios),
+            "ratio_min": _num(min(ratios)) if ratios else None,
+            "ratio_max": _num(max(ratios)) if ratios else None,
+            "seeds": len(runs),
+            "seeds_reached": sum(p["reached"] for p in per_run),
+            "t_star_median": _median(stars),
+            "claims_total": len(verdicts),
+            "claims_as_expected": sum(v.as_expected for v in verdicts),
+        }
+        return {"scores": scores, "runs": per_run, "series": series}
+
+    def rank_key(self, entry_id: str, scores: dict[str, Any]) -> tuple:
+        total = scores.get("claims_total") or 0
+        frac = scores.get("claims_as_expected", 0) / total if total else 0.0
+        r = scores.get("ratio_median")
+        return (-frac, abs(r - 1) if r is not None else math.inf, entry_id)
+
+    def columns(self) -> list[Column]:
+        return [
+            ("threshold", "Threshold T", "num"),
+            ("ratio", "q/T (median)", "num"),
+            ("reached", "Seeds at T", "num"),
+            ("t_star", "t* (median)", "num"),
+            ("claims", "Claims as expected", "num"),
+        ]
+
+    def cells(self, entry: dict[str, Any]) -> dict[str, Any]:
+        s, thr = entry["scores"], entry.get("threshold") or {}
+        total = s.get("claims_total") or 0
+        return dict(
+            quantity=thr.get("quantity", "-"),
+            threshold=thr.get("value"),
+            formula=thr.get("formula", ""),
+            ratio=s.get("ratio_median"),
+            ratio_min=s.get("ratio_min"),
+            ratio_max=s.get("ratio_max"),
+            reached=s.get("seeds_reached"),
+            seeds=s.get("seeds"),
+            t_star=s.get("t_star_median"),
+            claims=s.get("claims_as_expected"),
+            claims_total=total,
+            claims_fraction=(s.get("claims_as_expected", 0) / total) if total else None,
+        )
+
+
+@dataclass(frozen=True)
+class GeneralizationTrack(Track):
+    """Scored by the final test accuracy (module docstring)."""
+
+    scoring: ClassVar[str] = "generalization"
+    order: ClassVar[int] = 1
+
+    def score_runs(self, runs: list[Run], threshold: Threshold | None) -> dict[str, Any]:
+        per_run = []
+        for r in runs:
+            _, sh = r.values("sharpness")
+            per_run.append(
+                {
+                    "task": r.task.name,
+                    "seed": r.seed,
+                    "status": r.status,
+                    "test_acc": _num(final_test_acc(r)),
+                    "final_sharpness": _num(sh[-1]) if len(sh) else None,
+                }
+            )
+        acc = [p["test_acc"] for p in per_run]
+        sharp = [p["final_sharpness"] for p in per_run if p["final_sharpness"] is not None]
+        n = len(acc)
+        se = float(np.std(acc, ddof=1) / math.sqrt(n)) if n > 1 else None
+        scores = {
+            "test_acc_mean": _num(np.mean(acc)) if n else None,
+            "test_acc_se": _num(se),
+            "test_acc_min": _num(min(acc)) if n else None,
+            "test_acc_max": _num(max(acc)) if n else None,
+            "seeds": n,
+            "final_sharpness_median": _median(sharp),
+        }
+        return {"scores": scores, "runs": per_run, "series": []}
+
+    def rank_key(self, entry_id: str, scores: dict[str, Any]) -> tuple:
+        acc = scores.get("test_acc_mean")
+        return (-(acc if acc is not None else -math.inf), entry_id)
+
+    def columns(self) -> list[Column]:
+        return [
+            ("acc", "Test acc. (mean)", "num"),
+            ("se", "SE", "num"),
+            ("seeds", "Seeds", "num"),
+            ("sharpness", "Final sharpness", "num"),
+        ]
+
+    def cells(self, entry: dict[str, Any]) -> dict[str, Any]:
+        s = entry["scores"]
+        return dict(
+            acc=s.get("test_acc_mean"),
+            se=s.get("test_acc_se"),
+            seeds=s.get("seeds"),
+            sharpness=s.get("final_sharpness_median"),
+        )
+
 
 TRACKS: Registry[Track] = Registry("track")
 
-STABILITY = Track(
+STABILITY = StabilityTrack(
     name="stability",
     title="Stability",
     description="Full-batch fc-tanh on digits (MSE, 600 steps, seeds 0-2), measuring the "
@@ -91,17 +254,15 @@ STABILITY = Track(
             "preconditioned_sharpness",
         ),
     ),
-    scoring="stability",
     needs_threshold=True,
 )
-GENERALIZATION = Track(
+GENERALIZATION = GeneralizationTrack(
     name="generalization",
     title="Generalization",
     description="Mini-batch fc-tanh on digits (cross-entropy, batch 32, 1,000 steps, seeds "
     "0-4). Score: the final test accuracy, mean over seeds with its standard error (0 for a "
     "diverged run). Ranked by the mean.",
     tasks=(TrackTask("digits/fc-tanh/ce/leaderboard-generalization/bs=32"),),
-    scoring="generalization",
 )
 TRACKS.register(STABILITY.name, STABILITY)
 TRACKS.register(GENERALIZATION.name, GENERALIZATION)
@@ -210,31 +371,6 @@ def spec_overrides(task: Task, spec: OptimizerSpec) -> list[str]:
 # --- scores -----------------------------------------------------------------------------------
 
 
-@dataclass
-class RunData:
-    """One run of an entry, as validated: the task, its time series and re-derived claims."""
-
-    path: str  # relative to the submission
-    task: Task
-    seed: int
-    meta: dict[str, Any]  # run.json
-    records: list[dict[str, Any]]
-    verdicts: list[Verdict]
-    quantity: str | None = None  # the threshold's quantity (stability)
-    threshold: float | None = None  # its declared value T
-
-    def values(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        pts = [
-            (r["step"], r[key])
-            for r in self.records
-            if isinstance(r.get(key), int | float) and math.isfinite(r[key])
-        ]
-        if not pts:
-            return np.zeros(0, dtype=int), np.zeros(0)
-        s, v = zip(*pts, strict=True)
-        return np.asarray(s), np.asarray(v, dtype=float)
-
-
 def _num(x: Any) -> Any:
     """A JSON-safe Python number (None for non-finite)."""
     if x is None:
@@ -249,144 +385,52 @@ def _median(xs: list[float]) -> float | None:
     return _num(np.median(xs)) if xs else None
 
 
-def stability_run(r: RunData) -> dict[str, Any]:
-    """Per-run statistics of the stability track (see the module docstring)."""
-    steps, q = r.values(r.quantity)
-    T = r.threshold
+def stability_run(r: Run, threshold: Threshold) -> dict[str, Any]:
+    """Per-run statistics of the stability track (see the module docstring): the run's
+    ``threshold.quantity`` against ``T = threshold.value``."""
+    steps, q = r.values(threshold.quantity)
+    T = threshold.value
     out: dict[str, Any] = {"t_star": None, "ratio": None, "reached": False}
     if not len(q) or not T:
         return out
     hit = np.nonzero(q >= T)[0]
-    last = max((rec["step"] for rec in r.records), default=0)
     if len(hit):
         out["t_star"], out["reached"] = int(steps[hit[0]]), True
         sel = steps >= steps[hit[0]]
     else:
-        sel = steps >= last / 2
+        sel = steps >= r.last_step / 2
     if sel.any():
         out["ratio"] = _num(np.median(q[sel] / T))
     return out
 
 
-def stability_series(r: RunData) -> list[list[float]]:
+def stability_series(r: Run, threshold: Threshold) -> list[list[float]]:
     """``[[step, q/T], ...]`` for the per-entry plot (5 decimals)."""
-    steps, q = r.values(r.quantity)
-    return [[int(s), round(float(v) / r.threshold, 5)] for s, v in zip(steps, q, strict=True)]
+    steps, q = r.values(threshold.quantity)
+    T = threshold.value
+    return [[int(s), round(float(v) / T, 5)] for s, v in zip(steps, q, strict=True)]
 
 
-def final_test_acc(r: RunData) -> float:
-    if r.meta.get("status") == "diverged":
+def final_test_acc(r: Run) -> float:
+    if r.status == "diverged":
         return 0.0
     _, acc = r.values("test_acc")
     return float(acc[-1]) if len(acc) else 0.0
 
 
-def score_stability(runs: list[RunData]) -> dict[str, Any]:
-    per_run, series = [], []
-    for r in runs:
-        s = stability_run(r)
-        per_run.append(
-            {
-                "task": r.task.name,
-                "seed": r.seed,
-                "status": r.meta.get("status"),
-                **s,
-                "claims": {v.claim: v.verdict for v in r.verdicts},
-            }
-        )
-        series.append({"task": r.task.name, "seed": r.seed, "points": stability_series(r)})
-    ratios = [p["ratio"] for p in per_run if p["ratio"] is not None]
-    stars = [p["t_star"] for p in per_run if p["t_star"] is not None]
-    verdicts = [v for r in runs for v in r.verdicts]
-    scores = {
-        "ratio_median": _median(ratios),
-        "ratio_min": _num(min(ratios)) if ratios else None,
-        "ratio_max": _num(max(ratios)) if ratios else None,
-        "seeds": len(runs),
-        "seeds_reached": sum(p["reached"] for p in per_run),
-        "t_star_median": _median(stars),
-        "claims_total": len(verdicts),
-        "claims_as_expected": sum(v.as_expected for v in verdicts),
-    }
-    return {"scores": scores, "runs": per_run, "series": series}
-
-
-def score_generalization(runs: list[RunData]) -> dict[str, Any]:
-    per_run = []
-    for r in runs:
-        _, sh = r.values("sharpness")
-        per_run.append(
-            {
-                "task": r.task.name,
-                "seed": r.seed,
-                "status": r.meta.get("status"),
-                "test_acc": _num(final_test_acc(r)),
-                "final_sharpness": _num(sh[-1]) if len(sh) else None,
-            }
-        )
-    acc = [p["test_acc"] for p in per_run]
-    sharp = [p["final_sharpness"] for p in per_run if p["final_sharpness"] is not None]
-    n = len(acc)
-    se = float(np.std(acc, ddof=1) / math.sqrt(n)) if n > 1 else None
-    scores = {
-        "test_acc_mean": _num(np.mean(acc)) if n else None,
-        "test_acc_se": _num(se),
-        "test_acc_min": _num(min(acc)) if n else None,
-        "test_acc_max": _num(max(acc)) if n else None,
-        "seeds": n,
-        "final_sharpness_median": _median(sharp),
-    }
-    return {"scores": scores, "runs": per_run, "series": []}
-
-
-SCORERS: dict[str, Callable[[list[RunData]], dict[str, Any]]] = {
-    "stability": score_stability,
-    "generalization": score_generalization,
-}
-
-
-def cost(runs: list[RunData]) -> dict[str, Any]:
+def cost(runs: list[Run]) -> dict[str, Any]:
     """Compute cost of a track's runs: HVPs, gradients, examples, wall time, devices."""
-    hvps = sum(
-        v
-        for r in runs
-        for rec in r.records
-        for k, v in rec.items()
-        if k.endswith("_hvps") and isinstance(v, int | float) and math.isfinite(v)
-    )
+    hvps = sum(int(r.values(k)[1].sum()) for r in runs for k in r.keys if k.endswith("_hvps"))
     devices = sorted(
-        {
-            f"{r.meta['provenance'].get('device_name')} ({r.meta['provenance'].get('device')})"
-            for r in runs
-        }
+        {f"{r.provenance.get('device_name')} ({r.provenance.get('device')})" for r in runs}
     )
     return {
         "runs": len(runs),
-        "steps": sum(int(r.meta.get("step", 0)) for r in runs),
-        "hvps": int(hvps),
-        "gradient_evaluations": sum(int(r.meta["gradient_evaluations"]) for r in runs),
-        "gradient_examples": sum(int(r.meta["gradient_examples"]) for r in runs),
-        "wall_seconds": round(sum(float(r.meta["wall_seconds"]) for r in runs), 3),
-        "measure_seconds": round(sum(float(r.meta["measure_seconds"]) for r in runs), 3),
+        "steps": sum(r.step for r in runs),
+        "hvps": hvps,
+        "gradient_evaluations": sum(int(r.cost["gradient_evaluations"]) for r in runs),
+        "gradient_examples": sum(int(r.cost["gradient_examples"]) for r in runs),
+        "wall_seconds": round(sum(float(r.cost["wall_seconds"]) for r in runs), 3),
+        "measure_seconds": round(sum(float(r.cost["measure_seconds"]) for r in runs), 3),
         "devices": devices,
     }
-
-
-def score(track: Track, runs: list[RunData]) -> dict[str, Any]:
-    """``{"scores", "runs", "series", "cost"}`` of an entry's runs on ``track``, in a fixed
-    order (task, seed), so equal runs give equal JSON."""
-    runs = sorted(runs, key=lambda r: (r.task.name, r.seed))
-    out = SCORERS[track.scoring](runs)
-    out["cost"] = cost(runs)
-    return out
-
-
-def rank_key(track: Track, entry_id: str, scores: dict[str, Any]) -> tuple:
-    """Sort key of an entry on ``track``: best first, ties by id."""
-    if track.scoring == "stability":
-        total = scores.get("claims_total") or 0
-        frac = scores.get("claims_as_expected", 0) / total if total else 0.0
-        r = scores.get("ratio_median")
-        return (-frac, abs(r - 1) if r is not None else math.inf, entry_id)
-    acc = scores.get("test_acc_mean")
-    return (-(acc if acc is not None else -math.inf), entry_id)

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import UserError
 from .manifest import Problem
-from .submission import validate
+from .validator import threshold_mismatch, validate
 
 SKIPPED_SUFFIXES = ("_seconds", "_hvps", "_residual")
 
@@ -110,8 +110,7 @@ def verify(
     ``seed``) and compare their series; the problems and one comparison per re-run."""
     from importlib import metadata
 
-    from .. import __version__
-    from ..claims import Trajectory  # noqa: F401  (import before the runner: registration)
+    from .. import __version__, claims  # noqa: F401  (claims before the runner: registration)
     from ..optim import OPTIMIZERS, threshold
     from ..runner import RunOptions, run
     from ..store import METRICS_FILE, read_records
@@ -165,17 +164,9 @@ def verify(
         except UserError as e:
             problems.append(Problem("manifest.json", f"tracks.{name}.threshold", str(e)))
             continue
-        if t.quantity != te.threshold.quantity or not math.isclose(
-            t.value, te.threshold.value, rel_tol=1e-9
-        ):
-            problems.append(
-                Problem(
-                    "manifest.json",
-                    f"tracks.{name}.threshold",
-                    f"declared {te.threshold.quantity} <= {te.threshold.value!r}, the installed "
-                    f"optimizer says {t.quantity} <= {t.value!r} ({t.formula})",
-                )
-            )
+        why = threshold_mismatch(te.threshold, t, "the installed optimizer")
+        if why is not None:
+            problems.append(Problem("manifest.json", f"tracks.{name}.threshold", why))
     all_runs = sorted(
         (r for runs in res.runs.values() for r in runs), key=lambda r: (r.task.name, r.seed)
     )
@@ -183,15 +174,15 @@ def verify(
     comparisons = []
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         for i, r in enumerate(chosen, 1):
-            log(f"[{i}/{len(chosen)}] re-running {r.path} ({r.task.name}, seed {r.seed})")
+            log(f"[{i}/{len(chosen)}] re-running {r.id} ({r.task.name}, seed {r.seed})")
             opts = RunOptions(
                 out=Path(tmp), device=device, force=True, checkpoint_every=0, progress=False
             )
-            rdir = run(r.task, r.seed, opts)
+            rdir = run(r.recorded_task, r.seed, opts)
             rerun = read_records(rdir / METRICS_FILE)
-            rel = f"{r.path}/{METRICS_FILE}"
-            probs, stats = compare_series(rel, r.records, rerun, rtol, atol)
-            cmp = Comparison(r.path, r.task.name, r.seed, probs, **stats)
+            rel = f"{r.id}/{METRICS_FILE}"
+            probs, stats = compare_series(rel, r.series.records(), rerun, rtol, atol)
+            cmp = Comparison(r.id, r.task.name, r.seed, probs, **stats)
             comparisons.append(cmp)
             problems += probs
     return problems, comparisons
