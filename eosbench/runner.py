@@ -196,6 +196,13 @@ class _Batches:
             self.perm = torch.randperm(self.n, generator=self.gen)
         return self.perm[i * self.b : (i + 1) * self.b]
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"gen": self.gen.get_state(), "perm": self.perm}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["gen"])
+        self.perm = state["perm"]
+
 
 def _progress(total: int, desc: str, enabled: bool | None):
     from tqdm.auto import tqdm
@@ -204,168 +211,16 @@ def _progress(total: int, desc: str, enabled: bool | None):
     return tqdm(total=total, desc=desc, disable=disable, leave=False, dynamic_ncols=True)
 
 
-def run(task: Task, seed: int, opts: RunOptions = RunOptions()) -> Path:
-    """Run ``task`` with ``seed``; return its run directory (reused if already finished)."""
-    from .data import load_dataset
-    from .models import build_model
-    from .optim import build_optimizer
-
-    thash, chash = content_hash(task), computation_hash(task)
-    rdir = run_path(task, seed, opts)
-    if not opts.force and store.finished_run(rdir, chash, seed):
-        return rdir
-    device = resolve_device(opts.device)
-    loss_fn = LOSSES.get(task.loss)
-    data = load_dataset(task.data, opts.data_root)
-    with store.locked(rdir, wait=True):
-        # another worker may have finished this run while we waited for the lock
-        previous = store.read_run_json(rdir)
-        if not opts.force and store.finished_run(rdir, chash, seed):
-            return rdir
-        seed_everything(seed, device, opts.allow_tf32)
-        model = build_model(task.model, data.input_shape, data.n_classes).to(device)
-        model.train()
-        optimizer = build_optimizer(task.optimizer, model.parameters())
-        x_tr, y_tr = data.x_train.to(device), data.y_train.to(device)
-        x_te, y_te = data.x_test.to(device), data.y_test.to(device)
-        meta: dict[str, Any] = {
-            "task": to_dict(task),
-            "task_hash": thash,
-            "computation_hash": chash,
-            "seed": seed,
-            "status": "running",
-            "step": 0,
-            "diverged_at": None,
-            "stop_reason": None,
-            "error": None,
-            # executions started for this task and seed (a resume counts as one more)
-            "attempts": 1
-            + (
-                previous.get("attempts", 1)
-                if store.recorded_computation(previous) == chash and not opts.force
-                else 0
-            ),
-            "provenance": {
-                **provenance.collect(device),
-                "physical_batch_size": opts.physical_batch_size,
-                "dataset": data.identity,
-                "dataset_checksum": data.checksum,
-                "n_train": int(x_tr.shape[0]),
-                "n_test": int(x_te.shape[0]),
-                "n_params": sum(p.numel() for p in model.parameters()),
-            },
-        }
-        trainer = _Trainer(task, seed, opts, model, loss_fn, optimizer, (x_tr, y_tr, x_te, y_te))
-        trainer.computation_hash, trainer.task_hash = chash, thash
-        if opts.resume and not opts.force and checkpoint.restore(trainer, rdir):
-            meta["resumed_from_step"] = trainer.step
-        started = time.time()
-        store.atomic_write_json(rdir / store.RUN_FILE, meta)
-        try:
-            with checkpoint.TermFlag() as term:
-                trainer.train(
-                    lambda: _flush(rdir, meta, trainer, started),
-                    lambda: checkpoint.save(trainer, rdir),
-                    term,
-                )
-        except KeyboardInterrupt:
-            meta["status"] = "interrupted"
-            _flush(rdir, meta, trainer, started)
-            raise
-        except Exception as e:
-            meta["status"] = "failed"
-            meta["error"] = f"{type(e).__name__}: {e}"
-            _flush(rdir, meta, trainer, started)
-            if isinstance(e, torch.OutOfMemoryError):
-                raise UserError(
-                    f"{rdir}: out of memory on {device} at step {trainer.step}; try a smaller "
-                    f"--physical-batch-size (now {opts.physical_batch_size})"
-                ) from None
-            raise
-        meta.update(trainer.outcome)
-        _flush(rdir, meta, trainer, started)
-        if meta["status"] == "interrupted":
-            raise KeyboardInterrupt(f"{rdir}: interrupted by SIGTERM at step {trainer.step}")
-        (rdir / checkpoint.FILE).unlink(missing_ok=True)
-    return rdir
-
-
-def run_path(task: Task, seed: int, opts: RunOptions) -> Path:
-    """The run directory of ``task`` with ``seed`` under ``opts.out``.  An overridden task's
-    directory written before the computation hash named it (``@`` and the content hash)
-    is used while it exists and the new one does not, so its runs and checkpoints are kept."""
-    variant = _variant(task)
-    rdir = store.run_dir(opts.out, slug(task.name) + variant, seed)
-    if variant:
-        legacy = store.run_dir(opts.out, slug(task.name) + "@" + content_hash(task)[:10], seed)
-        if legacy != rdir and legacy.exists() and not rdir.exists():
-            return legacy
-    return rdir
-
-
-def _run_job(job: tuple[Task, int, RunOptions]) -> Path:
-    task, seed, opts = job
-    return run(task, seed, opts)
-
-
-def run_many(jobs: list[tuple[Task, int]], opts: RunOptions, workers: int = 1) -> list[Path]:
-    """Run (task, seed) pairs, in this process or in ``workers`` spawned processes; the run
-    directories in the order of ``jobs``.  Progress goes to standard error."""
-    work = [(t, s, opts) for t, s in jobs]
-    out: list[Path] = []
-    if workers <= 1:
-        for i, job in enumerate(work, 1):
-            print(f"[{i}/{len(work)}] {job[0].name} seed {job[1]}", file=sys.stderr, flush=True)
-            out.append(_run_job(job))
-        return out
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    threads = max(1, (os.cpu_count() or 1) // workers)  # no oversubscription: it is ruinous
-    with ProcessPoolExecutor(
-        workers,
-        mp_context=mp.get_context("spawn"),
-        initializer=torch.set_num_threads,
-        initargs=(threads,),
-    ) as pool:
-        for i, (job, rdir) in enumerate(zip(work, pool.map(_run_job, work), strict=True), 1):
-            print(
-                f"[{i}/{len(work)}] {job[0].name} seed {job[1]}: done", file=sys.stderr, flush=True
-            )
-            out.append(rdir)
-    return out
-
-
-def _variant(task: Task) -> str:
-    """Suffix distinguishing an overridden task from the registered one of the same name:
-    ``@`` and the start of its computation hash (a run directory holds one computation, so
-    recalibrated claims keep their runs)."""
-    from .suites import TASKS
-
-    chash = computation_hash(task)
-    if task.name in TASKS and computation_hash(TASKS.get(task.name)) == chash:
-        return ""
-    return "@" + chash[:10]
-
-
-def _flush(rdir: Path, meta: dict[str, Any], trainer: _Trainer, started: float) -> None:
-    meta["step"] = trainer.step
-    meta["wall_seconds"] = time.time() - started
-    meta["measure_seconds"] = trainer.measure_seconds
-    # the optimizer's cost: gradients of the training loss (not the measurements' products,
-    # which each record counts as <name>_hvps)
-    meta["gradient_evaluations"] = trainer.objective.gradient_evaluations
-    meta["gradient_examples"] = trainer.objective.gradient_examples
-    store.atomic_write_text(rdir / store.METRICS_FILE, store.dumps_records(trainer.records))
-    store.atomic_write_json(rdir / store.RUN_FILE, meta)
-
-
 class _Trainer:
+    """The training loop of one run.  Its state -- everything a resumed run needs to continue
+    bitwise, :meth:`state_dict` -- is what a checkpoint holds (:mod:`eosbench.checkpoint`)."""
+
     def __init__(self, task, seed, opts, model, loss_fn, optimizer, tensors):
         self.task, self.seed, self.opts = task, seed, opts
         lr_factor(task.schedule.lr_schedule, 0, 1)  # an unknown schedule fails before training
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.x_tr, self.y_tr, self.x_te, self.y_te = tensors
+        self.device = self.x_tr.device
         self.objective = Objective(model, loss_fn, opts.physical_batch_size)
         self.measurements = build_measurements(task)
         self.records: list[dict[str, Any]] = []
@@ -384,17 +239,153 @@ class _Trainer:
             y_train=self.y_tr,
             optimizer=optimizer,
             physical_batch_size=opts.physical_batch_size,
-            generator=torch.Generator(device=self.x_tr.device).manual_seed(seed + 2_000_003),
+            generator=torch.Generator(device=self.device).manual_seed(seed + 2_000_003),
         )
+        self.augment_gen = None  # of the random crops and flips, when the data are augmented
         if task.data.augment:
+            self.augment_gen = torch.Generator(device=self.device).manual_seed(seed + 3_000_017)
+
+    # -- state ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The step, the model and optimizer states, every random generator the loop uses
+        (data order, stochastic measurements, augmentation, and the global Python, NumPy,
+        torch and CUDA states), the measurements' cache and the records and costs so far."""
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "records": self.records,
+            "measure_seconds": self.measure_seconds,
+            "gradients": (self.objective.gradient_evaluations, self.objective.gradient_examples),
+            "cache": self.ctx.cache,
+            "measure_generator": self.ctx.generator.get_state(),
+            "augment_generator": None if self.augment_gen is None else self.augment_gen.get_state(),
+            "batches": None if self.batches is None else self.batches.state_dict(),
+            "python_rng": random.getstate(),
+            "numpy_rng": np.random.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``, a :meth:`state_dict` of a trainer of the same task and
+        seed (its tensors on this trainer's device)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+        self.records = state["records"]
+        self.measure_seconds = state["measure_seconds"]
+        self.objective.gradient_evaluations, self.objective.gradient_examples = state["gradients"]
+        self.ctx.cache.update(state["cache"])
+        self.ctx.generator.set_state(state["measure_generator"])
+        if self.augment_gen is not None:
+            self.augment_gen.set_state(state["augment_generator"])
+        if self.batches is not None:
+            self.batches.load_state_dict(state["batches"])
+        random.setstate(state["python_rng"])
+        np.random.set_state(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def costs(self) -> dict[str, Any]:
+        """Measurement time, and the optimizer's cost: gradients of the training loss (not
+        the measurements' products, which each record counts as ``<name>_hvps``)."""
+        return {
+            "measure_seconds": self.measure_seconds,
+            "gradient_evaluations": self.objective.gradient_evaluations,
+            "gradient_examples": self.objective.gradient_examples,
+        }
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def train(self, flush, save=None, term=None) -> None:
+        """Train from ``self.step`` to the end, a stop condition or divergence (``outcome``);
+        ``flush()`` every ``FLUSH_SECONDS``, ``save()`` (a checkpoint) every
+        ``checkpoint_every`` steps and, once ``term.set``, before stopping (``interrupted``)."""
+        total = self.task.total_steps(self.x_tr.shape[0])
+        last_flush = time.time()
+        every, start = self.opts.checkpoint_every, self.step
+        with _progress(total, self.task.name, self.opts.progress) as bar:
+            bar.update(self.step)
+            while self.step < total:
+                if (
+                    save is not None
+                    and self.step > start
+                    and ((every and self.step % every == 0) or (term is not None and term.set))
+                ):
+                    save()  # between two steps: the state is consistent here
+                    if term is not None and term.set:
+                        self.outcome = {"status": "interrupted"}
+                        return
+                rec, loss = self._step(total)
+                self.records.append(rec)
+                # a non-finite update shows in the next step's loss; parameters are also
+                # checked every PARAM_CHECK_EVERY steps and at the end
+                if not math.isfinite(loss) or (
+                    self.step % PARAM_CHECK_EVERY == 0 and not _finite_params(self.model)
+                ):
+                    self.outcome = {"status": "diverged", "diverged_at": self.step}
+                    return
+                reason = self._stop_reason(rec)
+                self.step += 1
+                if reason:
+                    self.outcome["stop_reason"] = reason
+                    break
+                if self.step % 10 == 0:
+                    self._show(bar, loss)
+                if time.time() - last_flush > FLUSH_SECONDS:
+                    flush()
+                    last_flush = time.time()
+            if not _finite_params(self.model):
+                self.outcome = {"status": "diverged", "diverged_at": self.step}
+                return
+            self.records.append(self._observe(final=True))
+
+    def _step(self, total: int) -> tuple[dict[str, Any], float]:
+        """Step ``self.step`` of ``total``: the measurements and evaluation due at
+        :math:`\\theta_k`, then the update; the step's record and its training loss."""
+        rec = self._observe(final=False)
+        x, y = self._batch()
+        closure, stats = self.objective.closure(x, y)
+        if self.task.schedule.lr_schedule != "constant":
+            lr = self.task.optimizer.lr * lr_factor(
+                self.task.schedule.lr_schedule, self.step, total
+            )
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            rec["lr"] = lr
+        self.optimizer.step(closure)
+        if stats["acc"] is None:
+            loss, acc = float(stats["loss"]), None
+        else:  # one device sync for both
+            loss, acc = torch.stack([stats["loss"], stats["acc"]]).tolist()
+        key = "train" if self.batches is None and self.augment_gen is None else "batch"
+        rec[f"{key}_loss"] = loss
+        if acc is not None:
+            rec[f"{key}_acc"] = acc
+        return rec, loss
+
+    def _batch(self) -> tuple[Tensor, Tensor]:
+        """The examples of this step: all of them (GD) or its mini-batch, augmented if asked."""
+        if self.batches is None:
+            x, y = self.x_tr, self.y_tr
+        else:
+            idx = self.batches.indices(self.step).to(self.device)
+            x, y = self.x_tr[idx], self.y_tr[idx]
+        if self.augment_gen is not None:
             from .data.augment import random_crop_flip
 
-            gen = torch.Generator(device=self.x_tr.device).manual_seed(seed + 3_000_017)
-            self.augment = lambda x: random_crop_flip(x, gen)
-            self.augment_gen = gen
-        else:
-            self.augment = None
-            self.augment_gen = None
+            x = random_crop_flip(x, self.augment_gen)
+        return x, y
+
+    def _observe(self, final: bool) -> dict[str, Any]:
+        """A record of the step with the measurements and evaluation due (all at the end)."""
+        rec: dict[str, Any] = {"step": self.step}
+        self._measure(rec, final)
+        self._evaluate(rec, final)
+        return rec
 
     def _measure(self, rec: dict[str, Any], final: bool) -> None:
         self.ctx.step = self.step
@@ -428,81 +419,180 @@ class _Trainer:
             return f"train_acc >= {s.stop_accuracy}"
         return None
 
-    def train(self, flush, save=None, term=None) -> None:
-        total = self.task.total_steps(self.x_tr.shape[0])
-        last_flush = time.time()
-        bar = _progress(total, self.task.name, self.opts.progress)
-        bar.update(self.step)
-        every, start = self.opts.checkpoint_every, self.step
-        try:
-            while self.step < total:
-                if (
-                    save is not None
-                    and self.step > start
-                    and ((every and self.step % every == 0) or (term is not None and term.set))
-                ):
-                    save()  # between two steps: the state is consistent here
-                    if term is not None and term.set:
-                        self.outcome = {"status": "interrupted"}
-                        return
-                rec: dict[str, Any] = {"step": self.step}
-                self._measure(rec, final=False)
-                self._evaluate(rec, final=False)
-                if self.batches is None:
-                    x, y = self.x_tr, self.y_tr
-                else:
-                    idx = self.batches.indices(self.step).to(self.x_tr.device)
-                    x, y = self.x_tr[idx], self.y_tr[idx]
-                if self.augment is not None:
-                    x = self.augment(x)
-                closure, stats = self.objective.closure(x, y)
-                if self.task.schedule.lr_schedule != "constant":
-                    lr = self.task.optimizer.lr * lr_factor(
-                        self.task.schedule.lr_schedule, self.step, total
-                    )
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = lr
-                    rec["lr"] = lr
-                self.optimizer.step(closure)
-                if stats["acc"] is None:
-                    loss, acc = float(stats["loss"]), None
-                else:  # one device sync for both
-                    loss, acc = torch.stack([stats["loss"], stats["acc"]]).tolist()
-                key = "train" if self.batches is None and self.augment is None else "batch"
-                rec[f"{key}_loss"] = loss
-                if acc is not None:
-                    rec[f"{key}_acc"] = acc
-                self.records.append(rec)
-                # a non-finite update shows in the next step's loss; parameters are also
-                # checked every PARAM_CHECK_EVERY steps and at the end
-                if not math.isfinite(loss) or (
-                    self.step % PARAM_CHECK_EVERY == 0 and not _finite_params(self.model)
-                ):
-                    self.outcome = {"status": "diverged", "diverged_at": self.step}
-                    return
-                reason = self._stop_reason(rec)
-                self.step += 1
-                if reason:
-                    self.outcome["stop_reason"] = reason
-                    break
-                if self.step % 10 == 0:
-                    bar.update(10)
-                    post = {"loss": f"{loss:.4g}"}
-                    last = next(
-                        (r for r in reversed(self.records[-200:]) if "sharpness" in r), None
-                    )
-                    if last is not None:
-                        post["sharpness"] = f"{last['sharpness']:.4g}"
-                    bar.set_postfix(post, refresh=False)
-                if time.time() - last_flush > FLUSH_SECONDS:
-                    flush()
-                    last_flush = time.time()
-            if not _finite_params(self.model):
-                self.outcome = {"status": "diverged", "diverged_at": self.step}
-                return
-            rec = {"step": self.step}
-            self._measure(rec, final=True)
-            self._evaluate(rec, final=True)
-            self.records.append(rec)
-        finally:
-            bar.close()
+    def _show(self, bar, loss: float) -> None:
+        bar.update(10)
+        post = {"loss": f"{loss:.4g}"}
+        last = next((r for r in reversed(self.records[-200:]) if "sharpness" in r), None)
+        if last is not None:
+            post["sharpness"] = f"{last['sharpness']:.4g}"
+        bar.set_postfix(post, refresh=False)
+
+
+# ---------------------------------------------------------------------------
+# one run: its directory, its record, its execution
+
+
+def run_path(task: Task, seed: int, opts: RunOptions, registered: bool | None = None) -> Path:
+    """The run directory of ``task`` with ``seed``: ``<out>/<slug(name)>/seed-<k>`` if it is
+    ``registered`` (computes what the registered task of its name computes: its claims may
+    differ), else the name gets ``@`` and the start of its computation hash.  The caller
+    says which (``None``, for callers that do not say: the registry is asked)."""
+    if registered is None:
+        registered = _registered(task)
+    variant = "" if registered else "@" + computation_hash(task)[:10]
+    return store.run_dir(opts.out, slug(task.name) + variant, seed)
+
+
+def _registered(task: Task) -> bool:
+    from .suites import TASKS
+
+    return task.name in TASKS and computation_hash(TASKS.get(task.name)) == computation_hash(task)
+
+
+def _build_trainer(task: Task, seed: int, opts: RunOptions, data, loss_fn, device) -> _Trainer:
+    """The model (initialized from the seeded global generator), its optimizer and the data
+    on ``device``, in a trainer at step 0."""
+    from .models import build_model
+    from .optim import build_optimizer
+
+    model = build_model(task.model, data.input_shape, data.n_classes).to(device)
+    model.train()
+    optimizer = build_optimizer(task.optimizer, model.parameters())
+    tensors = (t.to(device) for t in (data.x_train, data.y_train, data.x_test, data.y_test))
+    return _Trainer(task, seed, opts, model, loss_fn, optimizer, tuple(tensors))
+
+
+def _run_record(task: Task, seed: int, opts: RunOptions, previous: dict[str, Any],
+                trainer: _Trainer, data, device) -> dict[str, Any]:  # fmt: skip
+    """The run's ``run.json`` as training starts (``previous``: the one there before)."""
+    chash = computation_hash(task)
+    again = store.recorded_computation(previous) == chash and not opts.force
+    return {
+        "task": to_dict(task),
+        "task_hash": content_hash(task),
+        "computation_hash": chash,
+        "seed": seed,
+        "status": "running",
+        "step": 0,
+        "diverged_at": None,
+        "stop_reason": None,
+        "error": None,
+        # executions started for this task and seed (a resume counts as one more); records
+        # from before the count was kept count as one
+        "attempts": 1 + (previous.get("attempts", 1) if again else 0),
+        "provenance": {
+            **provenance.collect(device),
+            "physical_batch_size": opts.physical_batch_size,
+            "dataset": data.identity,
+            "dataset_checksum": data.checksum,
+            "n_train": int(trainer.x_tr.shape[0]),
+            "n_test": int(trainer.x_te.shape[0]),
+            "n_params": sum(p.numel() for p in trainer.model.parameters()),
+        },
+    }
+
+
+def _flush(rdir: Path, meta: dict[str, Any], trainer: _Trainer, started: float) -> None:
+    meta["step"] = trainer.step
+    meta["wall_seconds"] = time.time() - started
+    meta.update(trainer.costs())
+    store.atomic_write_text(rdir / store.METRICS_FILE, store.dumps_records(trainer.records))
+    store.atomic_write_json(rdir / store.RUN_FILE, meta)
+
+
+def _execute(trainer: _Trainer, rdir: Path, meta: dict[str, Any], device) -> None:
+    """Train, checkpointing into ``rdir`` and keeping ``meta`` and the series there up to
+    date; a failure is recorded as the run's status before it is raised."""
+    started = time.time()
+    store.atomic_write_json(rdir / store.RUN_FILE, meta)
+    try:
+        with checkpoint.TermFlag() as term:
+            trainer.train(
+                lambda: _flush(rdir, meta, trainer, started),
+                lambda: checkpoint.save(trainer, rdir),
+                term,
+            )
+    except KeyboardInterrupt:
+        meta["status"] = "interrupted"
+        _flush(rdir, meta, trainer, started)
+        raise
+    except Exception as e:
+        meta["status"] = "failed"
+        meta["error"] = f"{type(e).__name__}: {e}"
+        _flush(rdir, meta, trainer, started)
+        if isinstance(e, torch.OutOfMemoryError):
+            raise UserError(
+                f"{rdir}: out of memory on {device} at step {trainer.step}; try a smaller "
+                f"--physical-batch-size (now {trainer.opts.physical_batch_size})"
+            ) from None
+        raise
+    meta.update(trainer.outcome)
+    _flush(rdir, meta, trainer, started)
+    if meta["status"] == "interrupted":
+        raise KeyboardInterrupt(f"{rdir}: interrupted by SIGTERM at step {trainer.step}")
+    (rdir / checkpoint.FILE).unlink(missing_ok=True)
+
+
+def run(
+    task: Task, seed: int, opts: RunOptions = RunOptions(), *, registered: bool | None = None
+) -> Path:
+    """Run ``task`` with ``seed``; return its run directory (reused if already finished, the
+    run continued from its checkpoint if interrupted).  ``registered``: see :func:`run_path`."""
+    from .data import load_dataset
+
+    chash = computation_hash(task)
+    rdir = run_path(task, seed, opts, registered)
+    if not opts.force and store.finished_run(rdir, chash, seed):
+        return rdir
+    device = resolve_device(opts.device)
+    loss_fn = LOSSES.get(task.loss)
+    data = load_dataset(task.data, opts.data_root)
+    with store.locked(rdir, wait=True):
+        # another worker may have finished this run while we waited for the lock
+        previous = store.read_run_json(rdir)
+        if not opts.force and store.finished_run(rdir, chash, seed):
+            return rdir
+        seed_everything(seed, device, opts.allow_tf32)
+        trainer = _build_trainer(task, seed, opts, data, loss_fn, device)
+        meta = _run_record(task, seed, opts, previous, trainer, data, device)
+        if opts.resume and not opts.force and checkpoint.restore(trainer, rdir):
+            meta["resumed_from_step"] = trainer.step
+        _execute(trainer, rdir, meta, device)
+    return rdir
+
+
+# ---------------------------------------------------------------------------
+# many runs
+
+
+def _run_job(job: tuple[Task, int, RunOptions]) -> Path:
+    task, seed, opts = job
+    return run(task, seed, opts)
+
+
+def run_many(jobs: list[tuple[Task, int]], opts: RunOptions, workers: int = 1) -> list[Path]:
+    """Run (task, seed) pairs, in this process or in ``workers`` spawned processes; the run
+    directories in the order of ``jobs``.  Progress goes to standard error."""
+    work = [(t, s, opts) for t, s in jobs]
+    out: list[Path] = []
+    if workers <= 1:
+        for i, job in enumerate(work, 1):
+            print(f"[{i}/{len(work)}] {job[0].name} seed {job[1]}", file=sys.stderr, flush=True)
+            out.append(_run_job(job))
+        return out
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // workers)  # no oversubscription: it is ruinous
+    with ProcessPoolExecutor(
+        workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=torch.set_num_threads,
+        initargs=(threads,),
+    ) as pool:
+        for i, (job, rdir) in enumerate(zip(work, pool.map(_run_job, work), strict=True), 1):
+            print(
+                f"[{i}/{len(work)}] {job[0].name} seed {job[1]}: done", file=sys.stderr, flush=True
+            )
+            out.append(rdir)
+    return out
