@@ -113,6 +113,7 @@ class Task:
     seeds: tuple[int, ...] = (0, 1, 2)
     description: str = ""  # one line: what the task shows
     reference: str = ""  # the paper it reproduces
+    meta: Options = ()  # what reports need to place its runs (e.g. a table cell); not hashed
 
     def measurement(self, name: str) -> MeasurementSpec | None:
         return next((m for m in self.measurements if m.name == name), None)
@@ -133,6 +134,9 @@ def _tuples(x: Any) -> Any:
     return tuple(_tuples(e) for e in x) if isinstance(x, list | tuple) else x
 
 
+OPTION_FIELDS = ("options", "meta")  # frozen keyword arguments: dicts in the JSON form
+
+
 def to_dict(task: Task) -> dict[str, Any]:
     """Plain JSON-able dict of a task (``options`` as dicts, tuples as lists)."""
 
@@ -141,7 +145,7 @@ def to_dict(task: Task) -> dict[str, Any]:
             return {
                 f.name: (
                     {k: conv(v) for k, v in getattr(x, f.name)}
-                    if f.name == "options"
+                    if f.name in OPTION_FIELDS
                     else conv(getattr(x, f.name))
                 )
                 for f in fields(x)
@@ -182,6 +186,7 @@ def _from_dict(d: dict[str, Any], spec) -> Task:
         seeds=tuple(d["seeds"]),
         description=d.get("description", ""),
         reference=d.get("reference", ""),
+        meta=options(**d.get("meta", {})),
     )
 
 
@@ -205,7 +210,7 @@ def _compact(x: Any) -> Any:
             v = getattr(x, f.name)
             if v == _field_default(f):
                 continue
-            out[f.name] = {k: _compact(w) for k, w in v} if f.name == "options" else _compact(v)
+            out[f.name] = {k: _compact(w) for k, w in v} if f.name in OPTION_FIELDS else _compact(v)
         return out
     if isinstance(x, tuple):
         return [_compact(e) for e in x]
@@ -220,7 +225,7 @@ def content_hash(task: Task) -> str:
     :data:`HASH_VERSION` enters the hashed form from version 2 on (so the hashes of
     version 1, recorded with every run so far, stay as they are).
     """
-    d = _compact(replace(task, description="", reference="", seeds=()))
+    d = _compact(replace(task, description="", reference="", seeds=(), meta=()))
     if HASH_VERSION != 1:
         d["hash_version"] = HASH_VERSION
     return hashlib.sha256(canonical_json(d).encode()).hexdigest()

@@ -77,6 +77,7 @@ SPEC_DEFAULTS = {
         "seeds": (0, 1, 2),
         "description": "",
         "reference": "",
+        "meta": (),  # not hashed: report metadata
     },
 }
 

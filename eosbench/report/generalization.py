@@ -17,21 +17,27 @@ from ..record import Run
 METHOD_ORDER = ("sgd", "sam", "sgd-tracer", "adam", "adam-sam", "adam-tracer")
 
 
-def generalization_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per finished run of a generalization task: its cell and final numbers."""
-    from ..suites.generalization import CELLS
+CELL = ("dataset", "model", "setting", "method")
 
+
+def cell(run: Run) -> dict[str, str] | None:
+    """The generalization-table cell of a run (its task's ``meta``, as registered now), or
+    None for a run of another kind of task."""
+    meta = dict(run.judge().meta)
+    return {k: meta[k] for k in CELL} if all(k in meta for k in CELL) else None
+
+
+def generalization_frame(summary: pd.DataFrame, runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per finished run of a generalization task: its cell and final numbers."""
+    cells = {r.id: cell(r) for r in runs}
     rows = []
-    for r in runs.itertuples(index=False):
-        cell = CELLS.get(r.task)
-        if cell is None or r.status not in store.FINISHED:
+    for r in summary.itertuples(index=False):
+        c = cells.get(r.run)
+        if c is None or r.status not in store.FINISHED:
             continue
         rows.append(
             {
-                "dataset": cell.dataset,
-                "model": cell.model,
-                "setting": cell.setting,
-                "method": cell.method,
+                **c,
                 "seed": r.seed,
                 "test_acc": 100 * r.final_test_acc if r.final_test_acc is not None else None,
                 "sharpness": getattr(r, "final_sharpness", None),
@@ -105,11 +111,9 @@ def curvature_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _data_caption(runs: Sequence[Run]) -> str:
     """What data the runs used, from their recorded task definitions."""
-    from ..suites.generalization import CELLS
-
     parts = set()
     for r in runs:
-        if r.task.name not in CELLS:
+        if cell(r) is None:
             continue
         d = r.task.data
         n_tr = "all" if d.n_train is None else f"the first {d.n_train:,}"
@@ -135,7 +139,7 @@ def write_generalization(
     from .tables import _fmt, _latex
 
     written: list[Path] = []
-    frame = generalization_frame(frame_runs)
+    frame = generalization_frame(frame_runs, runs)
     if len(frame):
         store.atomic_write_text(
             out / "generalization.csv", frame.to_csv(index=False, float_format="%.6g")

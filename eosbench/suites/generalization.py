@@ -52,7 +52,7 @@ beats the trained one" must FAIL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ..task import DataSpec, MeasurementSpec, ModelSpec, OptimizerSpec, ScheduleSpec, Task, options
 from . import Comparison, register, suite
@@ -99,26 +99,6 @@ PAPER: dict[tuple[str, str, str], float] = {
 }
 
 
-@dataclass(frozen=True)
-class Cell:
-    """Where a task's runs go in the generalization table."""
-
-    dataset: str  # e.g. cifar100, cifar10-3k
-    model: str  # resnet20 | vit
-    setting: str  # key of SETTINGS
-    method: str  # key of METHODS
-
-    @property
-    def paper(self) -> float | None:
-        """The paper's number for this cell (CIFAR-100 only)."""
-        if not self.dataset.startswith("cifar100"):
-            return None
-        return PAPER.get((self.model, self.setting, self.method))
-
-
-CELLS: dict[str, Cell] = {}  # task name -> cell
-
-
 def _final_measurements() -> tuple[MeasurementSpec, ...]:
     return (
         MeasurementSpec("sharpness", every=0, options=options(n_examples=256, tol=1e-2)),
@@ -156,9 +136,10 @@ def gen_task(
             measurements=_final_measurements(),
             description=f"{label}, {setting_label}: final test accuracy, sharpness and trace",
             reference=f"{reference}; recipe: {FORET2021}",
+            # the generalization table's cell of its runs
+            meta=options(dataset=dataset, model=model, setting=setting, method=method),
         )
     )
-    CELLS[name] = Cell(dataset, model, setting, method)
     return task
 
 
