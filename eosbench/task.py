@@ -138,7 +138,8 @@ OPTION_FIELDS = ("options", "meta")  # frozen keyword arguments: dicts in the JS
 
 
 def to_dict(task: Task) -> dict[str, Any]:
-    """Plain JSON-able dict of a task (``options`` as dicts, tuples as lists)."""
+    """Plain JSON-able dict of a task (``options`` as dicts, tuples as lists; ``meta`` only
+    where set, so the records of tasks without it read as they always have)."""
 
     def conv(x: Any) -> Any:
         if dataclasses.is_dataclass(x):
@@ -149,6 +150,7 @@ def to_dict(task: Task) -> dict[str, Any]:
                     else conv(getattr(x, f.name))
                 )
                 for f in fields(x)
+                if f.name != "meta" or getattr(x, f.name)
             }
         if isinstance(x, tuple):
             return [conv(e) for e in x]
