@@ -112,13 +112,9 @@ def edge_window(
     return EdgeWindow(t_star, i_star, end, lo, hi, n, ratio, loss_star, span)
 
 
-def claim_window(run: Run, task: Task) -> tuple[str, float, EdgeWindow | None] | None:
-    """(quantity, T, window) of the first ``eos`` claim of ``task`` that judges ``run`` by
-    the optimizer's own threshold, with that claim's options (window, loss drop, minimum
-    points); for a task without one, the optimizer's threshold with the default options.
-    None when the optimizer has no closed-form threshold or the step size follows a
-    schedule.  What a report prints as "median q/T after t*" is this window's ratio, so a
-    table and a verdict on the same run never disagree."""
+def constant_threshold(task: Task) -> tuple[str, float] | None:
+    """(quantity, value) of the optimizer's threshold; None without a closed form or when
+    the step size follows a schedule (the threshold then moves with it)."""
     from ..optim import threshold
 
     if task.schedule.lr_schedule != "constant":
@@ -127,20 +123,26 @@ def claim_window(run: Run, task: Task) -> tuple[str, float, EdgeWindow | None] |
         t = threshold(task.optimizer)
     except (ValueError, KeyError):
         return None
-    opts: dict = {}
-    for c in task.claims:
-        o = dict(c.options)
-        if (c.name, o.get("edge", "optimizer"), o.get("quantity", "sharpness")) == (
-            "eos",
-            "optimizer",
-            t.quantity,
-        ):
-            opts = o
-            break
-    T = float(t.value)
+    return t.quantity, float(t.value)
+
+
+def claim_window(run: Run, task: Task) -> tuple[str, float, EdgeWindow | None] | None:
+    """(quantity, T, window) of the first ``eos`` claim of ``task`` that judges ``run`` by
+    the optimizer's own threshold, with that claim's options (window, loss drop, minimum
+    points); for a task without one, the optimizer's threshold with the default options.
+    None where :func:`constant_threshold` is.  What a report prints as "median q/T after
+    t*" is this window's ratio, so a table and a verdict on the same run never disagree."""
+    thr = constant_threshold(task)
+    if thr is None:
+        return None
+    q, T = thr
+
+    def judges(o: dict) -> bool:
+        return o.get("edge", "optimizer") == "optimizer" and o.get("quantity", "sharpness") == q
+
+    opts = next((o for c in task.claims if c.name == "eos" and judges(o := dict(c.options))), {})
     keys = ("window", "loss_drop", "min_points")
-    w = edge_window(run, T, t.quantity, **{k: opts[k] for k in keys if k in opts})
-    return t.quantity, T, w
+    return q, T, edge_window(run, T, q, **{k: opts[k] for k in keys if k in opts})
 
 
 @CLAIMS.register("eos")

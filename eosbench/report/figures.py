@@ -55,11 +55,11 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from .. import store  # noqa: E402
+from ..claims.eos import constant_threshold as _threshold  # noqa: E402
 from ..optim import label  # noqa: E402
 from ..optim.thresholds import BATCH_TARGETS, MOMENTUM_BATCH_TARGETS  # noqa: E402
 from ..record import Run  # noqa: E402
 from ..task import Task, canonical_json, to_dict  # noqa: E402
-from .tables import _threshold  # noqa: E402  (the threshold the tables report)
 
 QUANTITIES = ("sharpness", "batch_sharpness", "preconditioned_sharpness")
 TOP_K_QUANTITIES = ("sharpness", "preconditioned_sharpness")

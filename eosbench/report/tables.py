@@ -17,20 +17,6 @@ from ..latex import tex_escape
 from ..record import Run
 
 
-def _threshold(task) -> tuple[str, float] | None:
-    """(quantity, value) of the optimizer's threshold; None without a closed form or when
-    the step size follows a schedule (the threshold then moves with it)."""
-    from ..optim import threshold
-
-    if task.schedule.lr_schedule != "constant":
-        return None
-    try:
-        t = threshold(task.optimizer)
-    except (ValueError, KeyError):
-        return None
-    return t.quantity, float(t.value)
-
-
 def _run_row(run: Run, verdicts: Sequence[Verdict]) -> tuple[dict[str, Any], list[dict]]:
     """The summary row of one run and its claims rows.  ``t_star`` and
     ``post_median_over_T`` are those of the window its ``eos`` claim judges
