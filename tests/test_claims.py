@@ -42,35 +42,37 @@ def test_eos_passes_on_textbook_trajectory():
     assert v.verdict == "PASS", v.detail
     assert v.target == pytest.approx(20.0)
     assert 19 < v.measured < 21
-    assert "t*=1000" in v.detail
+    assert v.parts["t_star"] == 1000 and v.parts["ratio"] == pytest.approx(v.measured / 20.0)
+    assert all(v.parts[k] for k in ("sharpened", "hovers", "non_monotone", "decreasing"))
 
 
 def test_eos_fails_when_plateau_is_off_threshold():
     v = eos(eos_traj(plateau=26.0), GD)  # reaches 20 at ~t=770 but hovers at 1.3 T
-    assert v.verdict == "FAIL" and "hover NO" in v.detail
+    assert v.verdict == "FAIL" and not v.parts["hovers"] and v.parts["sharpened"]
 
 
 def test_eos_not_evaluable_when_threshold_never_reached():
     v = eos(eos_traj(plateau=15.0), GD)
-    assert v.verdict == "FAIL" and "not evaluable" in v.detail and "never reached" in v.detail
+    assert v.verdict == "FAIL" and v.parts == {"evaluable": False, "why": "never_reached"}
 
 
 def test_eos_fails_without_sharpening():
     v = eos(eos_traj(start=19.0), GD)
-    assert v.verdict == "FAIL" and "sharpening NO" in v.detail
+    assert v.verdict == "FAIL" and not v.parts["sharpened"] and v.parts["hovers"]
 
 
 def test_eos_fails_if_loss_monotone_after_t_star():
     v = eos(eos_traj(loss_bumps=False), GD)
-    assert v.verdict == "FAIL" and "non-monotone after t*: False" in v.detail
+    assert v.verdict == "FAIL" and not v.parts["non_monotone"] and v.parts["hovers"]
 
 
 def test_eos_not_evaluable_when_diverged_or_too_short():
     t = eos_traj()
-    assert "diverged" in eos(Run.synthetic(t.series.records(), "diverged", 1500), GD).detail
+    diverged = eos(Run.synthetic(t.series.records(), "diverged", 1500), GD)
+    assert diverged.parts["why"] == "diverged" and "1500" in diverged.detail
     short = Run.synthetic([r for r in t.series.records() if r["step"] <= 1040])
     v = eos(short, GD)
-    assert v.verdict == "FAIL" and "budget too short" in v.detail
+    assert v.verdict == "FAIL" and v.parts["why"] == "too_few_points"
 
 
 def test_eos_uses_the_momentum_threshold():
@@ -87,7 +89,7 @@ def test_eos_gd_edge_is_the_mirror_check_for_other_edges():
     own, mirror = eos(eos_traj(), hb), eos(eos_traj(), hb, edge="gd")
     assert own.verdict == "PASS" and own.claim == "eos[sharpness]"
     assert mirror.verdict == "FAIL" and mirror.claim == "eos[sharpness, T=2/lr]"
-    assert mirror.target == pytest.approx(2 / 0.15) and "hover NO" in mirror.detail
+    assert mirror.target == pytest.approx(2 / 0.15) and not mirror.parts["hovers"]
     # on plain GD the two edges coincide, so the mirror check cannot fail there
     assert eos(eos_traj(), GD, edge="gd").verdict == "PASS"
     with pytest.raises(ValueError, match="edge must be one of"):
@@ -114,7 +116,7 @@ def ce_traj(fitted_at=1500, end=3000, every=20):
 def test_eos_loss_drop_ends_the_window_where_the_loss_has_fallen():
     t = ce_traj()
     whole = eos(t, GD)  # the decay after the fit drags the median far below T
-    assert whole.verdict == "FAIL" and "hover NO" in whole.detail
+    assert whole.verdict == "FAIL" and not whole.parts["hovers"]
     v = eos(t, GD, loss_drop=0.1)
     assert v.verdict == "PASS", v.detail
     fitted = next(r["step"] for r in t.series.records() if r["step"] > 1000 and r["train_loss"] < 0.1)
@@ -124,7 +126,8 @@ def test_eos_loss_drop_ends_the_window_where_the_loss_has_fallen():
     assert eos(t, GD, loss_drop=1e-6).verdict == "FAIL"
     # the window still needs enough points before the fit
     v = eos(ce_traj(fitted_at=1040), GD, loss_drop=0.1)
-    assert v.verdict == "FAIL" and "the window is steps 1000-1040 (loss < 0.1" in v.detail
+    assert v.verdict == "FAIL" and v.parts["why"] == "too_few_points"
+    assert "the window is steps 1000-1040 (loss < 0.1" in v.detail
 
 
 def test_a_cut_off_run_is_never_as_expected():
@@ -167,15 +170,16 @@ SGD = Task("t", optimizer=OptimizerSpec(name="sgd", lr=0.1, batch_size=32))
 def test_eoss_pass_fail_and_negative_control():
     assert eoss(eoss_traj(20.0, 12.0), SGD).verdict == "PASS"
     low = eoss(eoss_traj(12.0, 8.0), SGD)  # plateau below 2/lr: the authors' control
-    assert low.verdict == "FAIL" and "hover NO" in low.detail
+    assert low.verdict == "FAIL" and not low.parts["hovers"] and low.parts["below"]
     above = eoss(eoss_traj(20.0, 21.0), SGD)  # full-batch sharpness not below
-    assert above.verdict == "FAIL" and "NOT below" in above.detail
-    assert "not evaluable" in eoss(eoss_traj(20.0, 12.0, end=100), SGD).detail
+    assert above.verdict == "FAIL" and above.parts["hovers"] and not above.parts["below"]
+    assert eoss(eoss_traj(20.0, 12.0, end=100), SGD).parts["why"] == "too_few_points"
 
 
 def test_eoss_hover_alone_reports_but_does_not_judge_the_full_batch_sharpness():
     at_edge = eoss(eoss_traj(20.0, 20.4), SGD, full_below=False)  # GD-like full-batch sharpness
-    assert at_edge.verdict == "PASS" and "1.020 T (not judged" in at_edge.detail
+    assert at_edge.verdict == "PASS" and not at_edge.parts["below"]
+    assert at_edge.parts["full"] / at_edge.target == pytest.approx(1.02, abs=1e-3)
     assert "not judged" in at_edge.tolerance
     # the hover half still decides: a plateau below the edge FAILs, so does too few points
     assert eoss(eoss_traj(12.0, 8.0), SGD, full_below=False).verdict == "FAIL"
@@ -207,13 +211,15 @@ def lin_traj(final_sharpness, gf=16.5, final_loss=1e-12):
 def test_linear_net():
     t = Task("t", optimizer=OptimizerSpec(name="sgd", lr=0.2))  # 2/lr = 10
     assert linear_net(lin_traj(6.0), t).verdict == "PASS"
-    assert (
-        "NOT flatter"
-        in linear_net(lin_traj(16.4), Task("t", optimizer=OptimizerSpec(lr=0.05))).detail
-    )
-    assert "ABOVE" in linear_net(lin_traj(12.0), t).detail
-    assert "NOT converged" in linear_net(lin_traj(6.0, final_loss=1e-2), t).detail
-    assert "not evaluable" in linear_net(Run.synthetic([{"step": 0, "train_loss": 1.0}]), t).detail
+    small = Task("t", optimizer=OptimizerSpec(lr=0.05))
+    assert linear_net(lin_traj(16.4), small).parts == {
+        "converged": True, "stable": True, "flatter": False,
+        "final_sharpness": 16.4, "gf_sharpness": 16.5, "final_loss": 1e-12,
+    }  # fmt: skip
+    assert not linear_net(lin_traj(12.0), t).parts["stable"]
+    assert not linear_net(lin_traj(6.0, final_loss=1e-2), t).parts["converged"]
+    bare = Run.synthetic([{"step": 0, "train_loss": 1.0}])
+    assert linear_net(bare, t).parts == {"evaluable": False, "why": "missing"}
 
 
 def test_eoss_suppression():
@@ -222,10 +228,10 @@ def test_eoss_suppression():
     sgd = Task("t", optimizer=OptimizerSpec(name="sgd", lr=0.1, batch_size=16))  # 2/lr = 20
     assert eoss_suppression(eoss_traj(16.0, 12.0), sgd).verdict == "PASS"
     at_edge = eoss_suppression(eoss_traj(16.0, 19.8), sgd)  # GD-like: sharpness at 2/lr
-    assert at_edge.verdict == "FAIL" and "NOT suppressed" in at_edge.detail
+    assert at_edge.verdict == "FAIL" and not at_edge.parts["below_edge"]
     inverted = eoss_suppression(eoss_traj(10.0, 12.0), sgd)
-    assert inverted.verdict == "FAIL" and "NOT above" in inverted.detail
-    assert "not evaluable" in eoss_suppression(eoss_traj(16.0, 12.0, end=100), sgd).detail
+    assert inverted.verdict == "FAIL" and not inverted.parts["below_batch"]
+    assert eoss_suppression(eoss_traj(16.0, 12.0, end=100), sgd).parts["why"] == "too_few_points"
 
 
 @pytest.mark.parametrize("status", ["running", "interrupted", "failed"])
@@ -233,7 +239,7 @@ def test_unfinished_run_is_not_evaluable(status):
     t = eos_traj()
     task = Task("t", optimizer=GD.optimizer, claims=(ClaimSpec("eos"),))
     (v,) = evaluate(task, Run.synthetic(t.series.records(), status))
-    assert v.verdict == "FAIL" and "did not finish" in v.detail and status in v.detail
+    assert v.verdict == "FAIL" and v.parts["why"] == "unfinished" and status in v.detail
     (ok,) = evaluate(task, Run.synthetic(t.series.records(), "completed"))
     assert ok.verdict == "PASS"
 

@@ -56,12 +56,14 @@ class Verdict:
         return {**d, "as_expected": self.as_expected}
 
 
-def fail(claim: str, reason: str, **kw: Any) -> Verdict:
-    """A not-evaluable claim: FAIL with the reason."""
+def fail(claim: str, reason: str, why: str = "", **kw: Any) -> Verdict:
+    """A not-evaluable claim: FAIL with the reason (``why``: a short key of it, for
+    ``parts``: e.g. ``diverged``, ``never_reached``, ``too_few_points``)."""
     kw.setdefault("measured", None)
     kw.setdefault("target", None)
     kw.setdefault("tolerance", "")
-    return Verdict(claim=claim, verdict="FAIL", detail=f"not evaluable: {reason}", **kw)
+    parts = {"evaluable": False, "why": why}
+    return Verdict(claim, "FAIL", detail=f"not evaluable: {reason}", parts=parts, **kw)
 
 
 def evaluate(task: Task, run: Run, threshold: Threshold | None = None) -> list[Verdict]:
@@ -78,6 +80,7 @@ def evaluate(task: Task, run: Run, threshold: Threshold | None = None) -> list[V
             v = fail(
                 spec.name,
                 f"the run did not finish (status {run.status!r} at step {run.last_step})",
+                "unfinished",
             )
             out.append(replace(v, expected=spec.expect, finished=False))
             continue

@@ -180,16 +180,17 @@ def eos(
         tol += f"; until loss < {loss_drop:g} x loss(t*)"
     kw = dict(target=T, tolerance=tol, citation=citation)
     if run.status == "diverged":
-        return fail(name, f"the run diverged at step {run.diverged_at}", **kw)
+        return fail(name, f"the run diverged at step {run.diverged_at}", "diverged", **kw)
     steps, q = run.values(quantity)
     if len(q) < 2:
-        return fail(name, f"fewer than 2 measurements of {quantity}", **kw)
+        return fail(name, f"fewer than 2 measurements of {quantity}", "too_few_points", **kw)
     w = edge_window(run, T, quantity, window, loss_drop, min_points)
     if w is None:
         return fail(
             name,
             f"{quantity} never reached T={T:.4g} (max {q.max():.4g} at step "
             f"{steps[q.argmax()]} of {run.last_step})",
+            "never_reached",
             **kw,
         )
     if w.ratio is None:
@@ -197,6 +198,7 @@ def eos(
             name,
             f"only {w.n_points} measurements after t*={w.t_star} (need {min_points}): "
             + ("budget too short" if w.end == run.last_step else f"the window is {w.description}"),
+            "too_few_points",
             **kw,
         )
     windowed = f" in {w.description}" if loss_drop is not None or tuple(window) != (0.0, 1.0) else ""

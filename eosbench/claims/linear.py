@@ -43,12 +43,14 @@ def linear_net(
     tolerance = f"final sharpness <= (1+{tol}) 2/lr and < (1-{margin}) S_GF; loss <= {loss_tol:g}"
     kw = dict(target=T, tolerance=tolerance, citation=citation)
     if run.status == "diverged":
-        return fail(name, f"the run diverged at step {run.diverged_at}", **kw)
+        return fail(name, f"the run diverged at step {run.diverged_at}", "diverged", **kw)
     _, gf = run.values("gf_sharpness")
     _, s = run.values("sharpness")
     _, loss = run.values("train_loss")
     if not len(gf) or not len(s) or not len(loss):
-        return fail(name, "needs gf_sharpness, sharpness and train_loss measurements", **kw)
+        return fail(
+            name, "needs gf_sharpness, sharpness and train_loss measurements", "missing", **kw
+        )
     s_gf, s_end, l_end = float(gf[0]), float(s[-1]), float(loss[-1])
     converged = l_end <= loss_tol
     stable = s_end <= (1 + tol) * T

@@ -49,12 +49,17 @@ def eoss(
     tol += "; median sharpness < T" if full_below else " (sharpness reported, not judged)"
     kw = dict(target=T, tolerance=tol, citation=citation)
     if run.status == "diverged":
-        return fail(name, f"the run diverged at step {run.diverged_at}", **kw)
+        return fail(name, f"the run diverged at step {run.diverged_at}", "diverged", **kw)
     bs, bv = run.values("batch_sharpness")
     start = run.last_step * (1 - window)
     sel = bs >= start
     if sel.sum() < min_points:
-        return fail(name, f"only {int(sel.sum())} batch-sharpness measurements in the window", **kw)
+        return fail(
+            name,
+            f"only {int(sel.sum())} batch-sharpness measurements in the window",
+            "too_few_points",
+            **kw,
+        )
     ratio = float(np.median(bv[sel]) / T)
     fs, fv = run.values("sharpness")
     fsel = fs >= start
@@ -99,7 +104,7 @@ def eoss_suppression(
     tol = f"median sharpness < (1-{margin}) 2/lr and < median batch_sharpness"
     kw = dict(target=T, tolerance=tol, citation=citation)
     if run.status == "diverged":
-        return fail(name, f"the run diverged at step {run.diverged_at}", **kw)
+        return fail(name, f"the run diverged at step {run.diverged_at}", "diverged", **kw)
     start = run.last_step * (1 - window)
     fs, fv = run.values("sharpness")
     bs, bv = run.values("batch_sharpness")
@@ -108,6 +113,7 @@ def eoss_suppression(
         return fail(
             name,
             f"fewer than {min_points} sharpness and batch-sharpness measurements in the window",
+            "too_few_points",
             **kw,
         )
     full, batch = float(np.median(fv[fsel])), float(np.median(bv[bsel]))
