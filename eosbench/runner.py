@@ -357,6 +357,10 @@ class _Trainer:
                 group["lr"] = lr
             rec["lr"] = lr
         self.optimizer.step(closure)
+        tuned = getattr(self.optimizer, "last_lr", None)
+        if tuned is not None:  # a step-size tuner (optim.tuners): the step it took, its cost
+            rec["lr"] = float(tuned)
+            rec.update(getattr(self.optimizer, "last_cost", {}))
         if stats["acc"] is None:
             loss, acc = float(stats["loss"]), None
         else:  # one device sync for both

@@ -73,7 +73,14 @@ class OptimizerSpec:
     eps: float = 1e-8  # Adam/RMSProp denominator constant
     rho: float = 0.05  # SAM radius / TRACER regularization strength
     normalized: bool = True  # SAM: normalized ascent step (Foret et al. 2021)
-    base: str = "sgd"  # base update of SAM/TRACER: sgd | adam
+    base: str = "sgd"  # base update of SAM/TRACER/CDAT: sgd | adam
+    # step-size tuners (optim.tuners; lr is their cap eta_max and Armijo's first trial step)
+    armijo_c: float = 0.1  # Armijo sufficient-decrease constant c
+    armijo_backtrack: float = 0.9  # Armijo backtracking factor (trial step x this)
+    armijo_growth: float = 2.0  # Armijo initial-step rule: first trial = this x previous step
+    polyak_loss_star: float = 0.0  # Polyak L* in (L - L*) / |g|^2
+    cdat_sigma: float = 1.0  # CDAT scale sigma: 1 quadratically greedy, 2 on edge
+    cdat_ema: float = 0.0  # CDAT EMA factor of numerator and denominator (0 = none)
 
 
 @dataclass(frozen=True)

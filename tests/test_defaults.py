@@ -54,6 +54,12 @@ SPEC_DEFAULTS = {
         "rho": 0.05,
         "normalized": True,
         "base": "sgd",
+        "armijo_c": 0.1,
+        "armijo_backtrack": 0.9,
+        "armijo_growth": 2.0,
+        "polyak_loss_star": 0.0,
+        "cdat_sigma": 1.0,
+        "cdat_ema": 0.0,
     },
     T.ScheduleSpec: {
         "steps": 1000,

@@ -17,6 +17,12 @@ Registered names (``OPTIMIZERS``, entry point group ``eosbench.optimizers``):
   Fisher-metric trace penalty of G-TRACER (Williams & Roberts 2023,
   arXiv:2306.13914); see :mod:`.tracer` for what is and is not taken from the paper.
   No closed-form threshold.
+* ``armijo``, ``polyak``, ``cdat`` -- step-size tuners (:mod:`.tuners`): Armijo backtracking
+  line search and the capped Polyak step along the gradient (Roulet, Agarwala & Pedregosa
+  2023, arXiv:2312.00209v3), CDAT :math:`\eta_t = \sigma\max(-g^\top u, 0)/(|u^\top H u|
+  + \epsilon)` over a GD, momentum or Adam direction :math:`u` (Roulet et al. 2024,
+  arXiv:2407.06183v1; :math:`\sigma = 1` quadratically greedy, 2 on edge).  No fixed
+  threshold: the edge is :math:`\eta_t\lambda_{\max}/2 = 1`; each records its step as ``lr``.
 
 A third-party optimizer is an :class:`OptimizerEntry` (or any object with the same
 ``build``/``threshold`` attributes) published under the entry point group.  Its
@@ -37,7 +43,7 @@ from torch import Tensor
 from ..errors import UserError
 from ..registry import Registry
 from ..task import OptimizerSpec
-from . import adaptive, sam, sgd, tracer
+from . import adaptive, sam, sgd, tracer, tuners
 from .sam import SAM, call_without_buffer_updates
 from .thresholds import Threshold, ThresholdError, sam_edge
 from .tracer import TRACER
@@ -107,6 +113,19 @@ OPTIMIZERS.register(
     OptimizerEntry(
         tracer.build, tracer.threshold, "SGD-/Adam-TRACER (Fisher-trace penalty)", _wrapper_label
     ),
+)
+
+OPTIMIZERS.register(
+    "armijo",
+    OptimizerEntry(tuners.build_armijo, tuners.threshold, "Armijo line search", tuners.label),
+)
+OPTIMIZERS.register(
+    "polyak",
+    OptimizerEntry(tuners.build_polyak, tuners.threshold, "Polyak step (capped)", tuners.label),
+)
+OPTIMIZERS.register(
+    "cdat",
+    OptimizerEntry(tuners.build_cdat, tuners.threshold, "CDAT / greedy step", tuners.label),
 )
 
 
