@@ -276,3 +276,93 @@ def test_runner_records_the_tuned_step_and_counts_its_gradients(tmp_path):
         assert meta["gradient_evaluations"] == 6 + total
         if spec.name == "cdat":
             assert all(r["lr_hvps"] == 1 for r in steps)
+
+
+# ---------------------------------------------------------------------------
+# the claims on hand-made series
+
+
+def _series(e_of_t, q_of_t, steps=1000, every=20, lr=True):
+    """Records with lr every step and the sharpness every ``every`` steps: e = lr * q / 2."""
+    recs = []
+    for t in range(steps):
+        q = q_of_t(t)
+        r = {"step": t, "train_loss": 1.0 / (1 + t)}
+        if lr:
+            r["lr"] = 2 * e_of_t(t) / q
+        if t % every == 0:
+            r["sharpness"] = q
+        recs.append(r)
+    recs.append({"step": steps, "sharpness": q_of_t(steps), "train_loss": 1.0 / (1 + steps)})
+    return recs
+
+
+def _task(name="cdat"):
+    from eosbench.task import Task
+
+    return Task(name="synthetic", optimizer=OptimizerSpec(name=name, lr=10.0))
+
+
+def test_normalized_sharpness_pairs_lr_and_sharpness_of_the_same_step():
+    from eosbench.claims.tuners import normalized_sharpness
+    from eosbench.record import Run
+
+    run = Run.synthetic(_series(lambda t: 0.5, lambda t: 10.0 + t, steps=100))
+    steps, e, q = normalized_sharpness(run, _task())
+    assert list(steps) == list(range(0, 100, 20))  # not the final record: no step taken there
+    assert e == pytest.approx([0.5] * 5)
+    constant = Run.synthetic(_series(lambda t: 0.5, lambda t: 10.0, steps=100, lr=False))
+    _, e, _ = normalized_sharpness(constant, _task("sgd"))  # optimizer.lr = 10: e = 10*10/2
+    assert e == pytest.approx([50.0] * 6)
+
+
+def test_below_edge_passes_for_an_undershooting_sharpening_run_and_fails_otherwise():
+    from eosbench.claims.tuners import tuner_below_edge
+    from eosbench.record import Run
+
+    greedy = Run.synthetic(_series(lambda t: 0.55, lambda t: 5.0 + 0.01 * t))
+    v = tuner_below_edge(greedy, _task(), hi=0.8, rise=0.1)
+    assert v.verdict == "PASS" and v.parts["below"] and v.parts["rising"]
+    assert v.measured == pytest.approx(0.55)
+    at_edge = Run.synthetic(_series(lambda t: 1.0 + 0.05 * (-1) ** (t // 20), lambda t: 5.0 + 0.01 * t))
+    v = tuner_below_edge(at_edge, _task(), hi=0.8, rise=0.1)
+    assert v.verdict == "FAIL" and not v.parts["below"] and v.parts["rising"]
+    flat = Run.synthetic(_series(lambda t: 0.55, lambda t: 5.0))
+    v = tuner_below_edge(flat, _task(), hi=0.8, rise=0.1)
+    assert v.verdict == "FAIL" and v.parts["below"] and not v.parts["rising"]
+
+
+def test_at_edge_band_and_not_evaluable_cases():
+    from eosbench.claims.tuners import tuner_at_edge, tuner_below_edge
+    from eosbench.record import Run
+
+    hover = Run.synthetic(_series(lambda t: 1.0 + 0.05 * (-1) ** (t // 20), lambda t: 5.0))
+    v = tuner_at_edge(hover, _task(), band=(0.9, 1.1))
+    assert v.verdict == "PASS" and v.parts["in_band"] and v.target == 1.0
+    greedy = Run.synthetic(_series(lambda t: 0.5, lambda t: 5.0))
+    assert tuner_at_edge(greedy, _task(), band=(0.9, 1.1)).verdict == "FAIL"
+    diverged = Run.synthetic(_series(lambda t: 1.0, lambda t: 5.0), status="diverged", diverged_at=7)
+    v = tuner_at_edge(diverged, _task())
+    assert v.verdict == "FAIL" and v.parts == {"evaluable": False, "why": "diverged"}
+    bare = Run.synthetic([{"step": 0, "train_loss": 1.0}])
+    for claim in (tuner_at_edge, tuner_below_edge):
+        v = claim(bare, _task())
+        assert v.verdict == "FAIL" and v.parts["why"] == "too_few_points"
+    with pytest.raises(ValueError):
+        tuner_at_edge(hover, _task(), window=(0.8, 0.5))
+    with pytest.raises(ValueError):
+        tuner_at_edge(hover, _task(), quantity="trace")
+
+
+def test_claims_are_registered_for_evaluate():
+    from eosbench.claims import CLAIMS, evaluate
+    from eosbench.record import Run
+    from eosbench.task import ClaimSpec, Task
+
+    task = Task(name="synthetic", optimizer=OptimizerSpec(name="cdat", lr=10.0),
+                claims=(ClaimSpec("tuner_at_edge"), ClaimSpec("tuner_below_edge", expect="FAIL")))  # fmt: skip
+    hover = Run.synthetic(_series(lambda t: 1.0, lambda t: 5.0 + 0.01 * t), task=task)
+    verdicts = evaluate(task, hover)
+    assert [v.verdict for v in verdicts] == ["PASS", "FAIL"]
+    assert all(v.as_expected for v in verdicts)
+    assert "tuner_at_edge" in CLAIMS.list()

@@ -1,0 +1,155 @@
+r"""Step-size tuners and the edge of stability (the ``tuners`` suites).
+
+Roulet, Agarwala & Pedregosa (2023), "On the Interplay Between Stepsize Tuning and
+Progressive Sharpening", arXiv:2312.00209v3: in full batch the Armijo line search tends to
+ever-increase the sharpness, while Polyak steps operate at the edge of stability or slightly
+beyond.  Roulet, Agarwala, Grill, Swirszcz, Blondel & Pedregosa (2024), "Stepping on the
+Edge: Curvature Aware Learning Rate Tuners", arXiv:2407.06183v1: greedy tuners (line
+searches, the quadratically greedy step, CDAT :math:`\sigma = 1`) undershoot the edge --
+their step falls while the sharpness rises -- and CDAT with :math:`\sigma = 2` runs at it.
+
+The step varies, so the edge is judged on the *normalized sharpness*
+
+.. math::
+
+    e_t = \eta_t\,\lambda_{\max}(t) / 2
+
+at every step :math:`t` where both the step taken (``lr``, recorded by every tuned
+optimizer and by a scheduled constant one) and the sharpness (``sharpness``; with
+``quantity="preconditioned_sharpness"`` :math:`\lambda_{\max}(P^{-1}H)` for an Adam base)
+were recorded: :math:`e_t = 1` is the edge for GD whatever the step does.  A run without a
+recorded ``lr`` (a constant step) uses ``optimizer.lr``.  The window is the part
+``window`` = (lo, hi) of the run's steps (default: its second half).
+
+``tuner_below_edge`` (greedy rules undershoot): the median of :math:`e_t` over the window
+is at most ``hi`` *and* the sharpness keeps rising there: the mean of its last ``k``
+measurements in the window is at least :math:`(1+\text{rise})` times the mean of its first
+``k``.
+
+``tuner_at_edge`` (on the edge): the median of :math:`e_t` over the window lies in ``band``.
+
+Both are FAIL when not evaluable (diverged, fewer than ``min_points`` measurements in the
+window).  The long-run loss orderings are suite comparisons (:mod:`.compare`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..record import Run
+from ..task import Task
+from . import CLAIMS, Verdict, fail
+
+CITATION = "Roulet et al. 2023 (arXiv:2312.00209v3); 2024 (arXiv:2407.06183v1)"
+QUANTITIES = ("sharpness", "preconditioned_sharpness")
+
+
+def normalized_sharpness(
+    run: Run, task: Task, quantity: str = "sharpness"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, e_t, q_t) at the steps where the step size and ``quantity`` are both known:
+    :math:`e_t = \\eta_t q_t / 2` (module docstring)."""
+    if quantity not in QUANTITIES:
+        raise ValueError(f"quantity must be one of {QUANTITIES}, got {quantity!r}")
+    qs, q = run.values(quantity)
+    ls, lr = run.values("lr")
+    if ls.size == 0:  # a constant step
+        return qs, task.optimizer.lr * q / 2, q
+    common, iq, il = np.intersect1d(qs, ls, assume_unique=True, return_indices=True)
+    return common, lr[il] * q[iq] / 2, q[iq]
+
+
+def _window(run: Run, task: Task, window, quantity: str, min_points: int, claim: str):
+    """The window's (steps, e, q), or the FAIL verdict saying why it cannot be judged."""
+    lo, hi = window
+    if not 0 <= lo < hi <= 1:
+        raise ValueError(f"window={window!r}: expected 0 <= lo < hi <= 1")
+    if run.status == "diverged":
+        return fail(claim, f"diverged at step {run.diverged_at}", "diverged", citation=CITATION)
+    steps, e, q = normalized_sharpness(run, task, quantity)
+    last = run.last_step
+    keep = (steps >= lo * last) & (steps <= hi * last)
+    if keep.sum() < min_points:
+        return fail(
+            claim,
+            f"{int(keep.sum())} measurements of lr x {quantity} in steps "
+            f"{lo * last:.0f}-{hi * last:.0f} (< {min_points})",
+            "too_few_points",
+            citation=CITATION,
+        )
+    return steps[keep], e[keep], q[keep]
+
+
+@CLAIMS.register("tuner_below_edge")
+def tuner_below_edge(
+    run: Run,
+    task: Task,
+    hi: float = 0.8,
+    rise: float = 0.1,
+    k: int = 5,
+    window: tuple[float, float] = (0.5, 1.0),
+    quantity: str = "sharpness",
+    min_points: int = 10,
+) -> Verdict:
+    """Greedy tuners undershoot the edge while the sharpness keeps rising (module docstring)."""
+    name = "tuner_below_edge"
+    w = _window(run, task, window, quantity, min_points, name)
+    if isinstance(w, Verdict):
+        return w
+    steps, e, q = w
+    median = float(np.median(e))
+    q0, q1 = float(q[:k].mean()), float(q[-k:].mean())
+    below, rising = median <= hi, q1 >= (1 + rise) * q0
+    detail = (
+        f"median eta*{quantity}/2 = {median:.3g} over steps {steps[0]}-{steps[-1]} "
+        f"({len(e)} measurements; quartiles {np.quantile(e, 0.25):.3g}-"
+        f"{np.quantile(e, 0.75):.3g}); {quantity} {q0:.4g} -> {q1:.4g} "
+        f"(x{q1 / q0:.3g}; mean of the first/last {k} in the window)"
+    )
+    return Verdict(
+        name,
+        "PASS" if below and rising else "FAIL",
+        median,
+        hi,
+        f"median e <= {hi:g} and {quantity} rises >= x{1 + rise:g} over the window",
+        detail,
+        citation=CITATION,
+        parts={
+            "evaluable": True, "below": below, "rising": rising, "median": median,
+            "q_start": q0, "q_end": q1, "n_points": len(e),
+        },  # fmt: skip
+    )
+
+
+@CLAIMS.register("tuner_at_edge")
+def tuner_at_edge(
+    run: Run,
+    task: Task,
+    band: tuple[float, float] = (0.9, 1.1),
+    window: tuple[float, float] = (0.5, 1.0),
+    quantity: str = "sharpness",
+    min_points: int = 10,
+) -> Verdict:
+    """The normalized sharpness hovers at 1 over the window (module docstring)."""
+    name = "tuner_at_edge"
+    w = _window(run, task, window, quantity, min_points, name)
+    if isinstance(w, Verdict):
+        return w
+    steps, e, q = w
+    median = float(np.median(e))
+    inside = band[0] <= median <= band[1]
+    detail = (
+        f"median eta*{quantity}/2 = {median:.3g} over steps {steps[0]}-{steps[-1]} "
+        f"({len(e)} measurements; quartiles {np.quantile(e, 0.25):.3g}-"
+        f"{np.quantile(e, 0.75):.3g}); {quantity} {q[0]:.4g} -> {q[-1]:.4g}"
+    )
+    return Verdict(
+        name,
+        "PASS" if inside else "FAIL",
+        median,
+        1.0,
+        f"median e in [{band[0]:g}, {band[1]:g}]",
+        detail,
+        citation=CITATION,
+        parts={"evaluable": True, "in_band": inside, "median": median, "n_points": len(e)},
+    )
