@@ -35,8 +35,10 @@ from eosbench.leaderboard.manifest import (
     manifest_to_dict,
     parse_manifest,
 )
-from eosbench.leaderboard.submission import Limits, dumps_entry, plan, validate
+from eosbench.leaderboard.sandbox import Limits
+from eosbench.leaderboard.submission import plan, validate
 from eosbench.leaderboard.tracks import GENERALIZATION, STABILITY, TRACKS, TrackTask
+from eosbench.leaderboard.validator import dumps_entry
 from eosbench.leaderboard.verify import compare_series, verify
 from eosbench.suites import TASKS, register
 from tests.latex import needs_tex, pdflatex

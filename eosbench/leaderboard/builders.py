@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import UserError
-from ..task import Task, slug
+from ..task import OptimizerSpec, Task, slug
 from . import SUBMISSION_SCHEMA
 from .manifest import (
     MANIFEST,
@@ -31,12 +31,23 @@ from .tracks import TRACKS, Track, optimizer_spec
 from .validator import README, builtin_optimizers
 
 
-def _track_task_of(name: str) -> tuple[Track, str] | None:
-    for tname in TRACKS.list():
-        t = TRACKS.get(tname)
-        if any(tt.task == name for tt in t.tasks):
-            return t, name
-    return None
+def _track_of(task_name: str) -> Track | None:
+    """The track one of whose tasks is ``task_name``."""
+    tracks = (TRACKS.get(n) for n in TRACKS.list())
+    return next((t for t in tracks if task_name in (tt.task for tt in t.tasks)), None)
+
+
+def _declared(track: Track, spec: OptimizerSpec) -> ThresholdDecl | None:
+    """The installed optimizer's threshold, declared; None for a track that needs none."""
+    from ..optim import threshold
+
+    if not track.needs_threshold:
+        return None
+    try:
+        t = threshold(spec)
+    except UserError as e:
+        raise UserError(f"the {track.name} track needs a stability threshold: {e}") from None
+    return ThresholdDecl(t.quantity, float(t.value), t.formula)
 
 
 def _distribution(optimizer: str) -> tuple[str, str] | None:
@@ -66,7 +77,6 @@ def template(
     ``claims.json``, declares the optimizer's threshold (from the installed optimizer) and
     writes ``manifest.json`` with the scores and file hashes, and a ``README.md``."""
     from ..claims import evaluate
-    from ..optim import threshold
     from ..record import Run, Series
     from ..store import FINISHED, atomic_write_json, find_runs, read_json, read_records
     from ..task import from_dict
@@ -82,13 +92,13 @@ def template(
     for rdir in found:
         meta = read_json(rdir / "run.json")
         task = from_dict(meta["task"])
-        tt = _track_task_of(task.name)
-        if tt is None:
+        track = _track_of(task.name)
+        if track is None:
             raise UserError(f"{rdir}: task {task.name!r} is not a task of a leaderboard track "
                             "(eosbench tasks --suite leaderboard)")  # fmt: skip
         if meta.get("status") not in FINISHED:
             raise UserError(f"{rdir}: the run did not finish (status {meta.get('status')!r})")
-        groups.setdefault(tt[0].name, []).append((rdir, meta, task))
+        groups.setdefault(track.name, []).append((rdir, meta, task))
     optimizers = {t.optimizer.name for g in groups.values() for _, _, t in g}
     if len(optimizers) != 1:
         raise UserError(f"the runs use several optimizers ({', '.join(sorted(optimizers))}): "
@@ -112,21 +122,15 @@ def template(
                 raise UserError(f"the {tname} track's runs use different hyperparameters: "
                                 + "; ".join(sorted(map(str, specs))))  # fmt: skip
             spec = specs.pop()
-            decl = None
-            if track.needs_threshold:
-                try:
-                    t = threshold(spec)
-                except UserError as e:
-                    raise UserError(f"the {tname} track needs a stability threshold: {e}") from None
-                decl = ThresholdDecl(t.quantity, float(t.value), t.formula)
+            decl = _declared(track, spec)
             judge_by = decl.threshold() if decl is not None else None  # as validate judges
             run_refs, data = [], []
             for rdir, meta, task in sorted(groups[tname], key=lambda g: (g[2].name, g[1]["seed"])):
                 rel = f"runs/{tname}/{slug(task.name)}/seed-{meta['seed']}"
                 dest = out / rel
                 dest.mkdir(parents=True)
-                shutil.copyfile(rdir / "run.json", dest / "run.json")
-                shutil.copyfile(rdir / "metrics.jsonl", dest / "metrics.jsonl")
+                for f in ("run.json", "metrics.jsonl"):
+                    shutil.copyfile(rdir / f, dest / f)
                 series = Series.from_records(read_records(dest / "metrics.jsonl"))
                 run = Run.from_record(rel, meta, series)
                 verdicts = evaluate(task, run, threshold=judge_by)
@@ -199,7 +203,6 @@ def plan(
 ) -> list[list[str]]:
     """The ``eosbench run`` command lines of a complete entry: for each track in
     ``hyperparameters`` (track -> fields), each task that applies, each registered seed."""
-    from ..optim import threshold
     from ..suites import TASKS
     from .tracks import spec_overrides
 
@@ -213,13 +216,8 @@ def plan(
             spec = optimizer_spec(track, optimizer, hp)
         except TypeError as e:
             raise UserError(f"hyperparameters of the {tname} track: {e}") from None
-        quantity = None
-        if track.needs_threshold:
-            try:
-                quantity = threshold(spec).quantity
-            except UserError as e:
-                raise UserError(f"the {tname} track needs a stability threshold: {e}") from None
-        for tn in track.tasks_for(quantity):
+        decl = _declared(track, spec)
+        for tn in track.tasks_for(decl.quantity if decl is not None else None):
             task = TASKS.get(tn)
             sets = [x for o in spec_overrides(task, spec) for x in ("--set", o)]
             for seed in task.seeds:

@@ -43,7 +43,7 @@ import json
 import math
 import re
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import SUBMISSION_SCHEMA
@@ -202,20 +202,19 @@ class _Parser:
     def bad(self, field: str, message: str) -> None:
         self.problems.append(Problem(self.file, field, message))
 
-    def obj(
-        self, v: Any, path: str, required: tuple[str, ...], optional: tuple[str, ...] = ()
-    ) -> dict[str, Any] | None:
+    def obj(self, v: Any, path: str, keys: tuple[str, ...], partial: bool = False) -> dict | None:
+        """``v`` if it is an object of exactly the fields ``keys`` (problems reported); one
+        that lacks some is returned only when ``partial``, for its fields to be checked."""
         if not isinstance(v, dict):
             self.bad(path, f"expected an object, got {_kind(v)}")
             return None
         for k in v:
-            if k not in required and k not in optional:
-                allowed = ", ".join(required + optional)
-                self.bad(_join(path, k), f"unknown field (allowed: {allowed})")
-        for k in required:
-            if k not in v:
-                self.bad(_join(path, k), "missing")
-        return v
+            if k not in keys:
+                self.bad(_join(path, k), f"unknown field (allowed: {', '.join(keys)})")
+        missing = [k for k in keys if k not in v]
+        for k in missing:
+            self.bad(_join(path, k), "missing")
+        return v if partial or not missing else None
 
     def string(
         self, v: Any, path: str, pattern: re.Pattern | None = None, max_len: int = 200, what=""
@@ -275,20 +274,12 @@ def _short(v: Any, n: int = 60) -> str:
     return r if len(r) <= n else r[: n - 3] + "..."
 
 
+_KINDS = ((type(None), "null"), (bool, "a boolean"), (int | float, "a number"),
+          (str, "a string"), (list, "an array"), (dict, "an object"))  # fmt: skip
+
+
 def _kind(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "an array"
-    if isinstance(v, dict):
-        return "an object"
-    return type(v).__name__  # pragma: no cover
+    return next((kind for t, kind in _KINDS if isinstance(v, t)), type(v).__name__)
 
 
 def _field_types(name: str) -> tuple[type, ...]:
@@ -309,46 +300,31 @@ def _hyperparameters(p: _Parser, v: Any, path: str, track, optimizer: str | None
         p.bad(path, f"expected an object, got {_kind(v)}")
         return None
     out: dict[str, Any] = {}
-    ok = True
+    n0 = len(p.problems)
     for k, x in v.items():
         f = _join(path, k)
+        types = _field_types(k) if k in HYPERPARAMETERS else ()
         if k == "name":
             p.bad(f, "the optimizer is code.optimizer, not a hyperparameter")
-            ok = False
-            continue
-        if k not in HYPERPARAMETERS:
+        elif k not in HYPERPARAMETERS:
             p.bad(f, f"not an optimizer field (fields: {', '.join(HYPERPARAMETERS)})")
-            ok = False
-            continue
-        if track is not None and k in track.fixed:
+        elif track is not None and k in track.fixed:
             p.bad(f, f"fixed by the {track.name} track (it is not the entry's to choose)")
-            ok = False
-            continue
-        types = _field_types(k)
-        if x is None and type(None) in types:
-            out[k] = None
-        elif isinstance(x, bool):
-            if bool in types:
-                out[k] = x
-            else:
-                p.bad(f, f"expected {_type_names(types)}, got a boolean")
-                ok = False
-        elif isinstance(x, int) and int in types:
+        elif (
+            (x is None and type(None) in types)
+            or (isinstance(x, bool) and bool in types)
+            or (isinstance(x, int) and not isinstance(x, bool) and int in types)
+        ):
             out[k] = x
-        elif isinstance(x, int | float) and float in types:
-            val = p.number(x, f)
-            if val is None:
-                ok = False
-            else:
+        elif isinstance(x, int | float) and not isinstance(x, bool) and float in types:
+            if (val := p.number(x, f)) is not None:
                 out[k] = val  # the CLI's --set gives floats: 1 and 1.0 hash differently
         elif isinstance(x, str) and str in types:
-            s = p.string(x, f, _NAME, 64, "a name ([A-Za-z0-9_.-])")
-            ok = ok and s is not None
-            if s is not None:
+            if (s := p.string(x, f, _NAME, 64, "a name ([A-Za-z0-9_.-])")) is not None:
                 out[k] = s
         else:
             p.bad(f, f"expected {_type_names(types)}, got {_kind(x)}")
-            ok = False
+    ok = len(p.problems) == n0
     if ok and optimizer is not None:
         try:
             validate_spec(OptimizerSpec(name=optimizer, **out))
@@ -364,7 +340,7 @@ def _type_names(types: tuple[type, ...]) -> str:
 
 def _threshold(p: _Parser, v: Any, path: str, track) -> ThresholdDecl | None:
     d = p.obj(v, path, ("quantity", "value", "formula"))
-    if d is None or any(k not in d for k in ("quantity", "value", "formula")):
+    if d is None:
         return None
     q = d["quantity"]
     quantities = track.quantities() if track is not None else ()
@@ -392,13 +368,13 @@ def _runs(p: _Parser, v: Any, path: str) -> tuple[RunRef, ...] | None:
     for i, r in enumerate(v):
         rp = f"{path}[{i}]"
         d = p.obj(r, rp, ("task", "seed", "path", "files"))
-        if d is None or any(k not in d for k in ("task", "seed", "path", "files")):
+        if d is None:
             ok = False
             continue
         task = p.string(d["task"], _join(rp, "task"), max_len=300)
         seed = p.integer(d["seed"], _join(rp, "seed"), 0, 2**31 - 1)
         rel = run_path(p, d["path"], _join(rp, "path"))
-        files = p.obj(d["files"], _join(rp, "files"), RUN_FILES)
+        files = p.obj(d["files"], _join(rp, "files"), RUN_FILES, partial=True)
         hashes = []
         if files is not None:
             for name in RUN_FILES:
@@ -437,13 +413,6 @@ def run_path(p: _Parser, v: Any, path: str) -> str | None:
     return s
 
 
-def _score_value(x: Any) -> bool:
-    """null, an integer, or a finite float."""
-    if x is None or (isinstance(x, int) and not isinstance(x, bool)):
-        return True
-    return isinstance(x, float) and math.isfinite(x)
-
-
 def _scores(p: _Parser, v: Any, path: str) -> tuple[tuple[str, Any], ...] | None:
     if not isinstance(v, dict):
         p.bad(path, f"expected an object, got {_kind(v)}")
@@ -457,7 +426,7 @@ def _scores(p: _Parser, v: Any, path: str) -> tuple[tuple[str, Any], ...] | None
         if not _NAME.fullmatch(k):
             p.bad(f, "not a score name")
             ok = False
-        elif _score_value(x):
+        elif x is None or type(x) is int or isinstance(x, float) and math.isfinite(x):
             out.append((k, x))
         else:
             p.bad(f, f"expected a number or null, got {_kind(x)}")
@@ -475,7 +444,7 @@ def _authors(p: _Parser, v: Any) -> tuple[str, ...] | None:
 
 def _code(p: _Parser, v: Any) -> Code | None:
     c = p.obj(v, "code", ("package", "version", "optimizer"))
-    if c is None or any(k not in c for k in ("package", "version", "optimizer")):
+    if c is None:
         return None
     pkg = p.string(c["package"], "code.package", _PACKAGE, 100, "a package name")
     ver = p.string(c["version"], "code.version", _VERSION, 60, "a release version (PEP 440)")
@@ -504,7 +473,7 @@ def _parse_manifest(data: Any, file: str) -> Manifest:
             data = loads_strict(data)
         except ValueError as e:
             raise SubmissionError([Problem(file, "-", str(e))]) from None
-    d = p.obj(data, "", ("schema", "id", "method", "authors", "paper", "code", "tracks"))
+    d = p.obj(data, "", ("schema", "id", "method", "authors", "paper", "code", "tracks"), True)
     if d is None:
         raise SubmissionError(p.problems)
     if "schema" in d and d["schema"] != SUBMISSION_SCHEMA:
@@ -536,15 +505,9 @@ def _parse_manifest(data: Any, file: str) -> Manifest:
             e = p.obj(te, path, keys)
             if e is None:
                 continue
-            if any(k not in e for k in keys):
-                continue  # reported as missing
-            hp = _hyperparameters(
-                p,
-                e["hyperparameters"],
-                _join(path, "hyperparameters"),
-                track,
-                code.optimizer if code else None,
-            )
+            optimizer = code.optimizer if code else None
+            hp = _hyperparameters(p, e["hyperparameters"], _join(path, "hyperparameters"), track,
+                                  optimizer)  # fmt: skip
             thr = None
             if track.needs_threshold:
                 thr = _threshold(p, e["threshold"], _join(path, "threshold"), track)
@@ -568,25 +531,13 @@ def _parse_manifest(data: Any, file: str) -> Manifest:
 
 def manifest_to_dict(m: Manifest) -> dict[str, Any]:
     """The JSON form of a parsed manifest (``parse_manifest(manifest_to_dict(m)) == m``)."""
-    tracks = {}
-    for name, te in m.tracks:
-        d: dict[str, Any] = {
+    tracks = {
+        name: {
             "hyperparameters": dict(te.hyperparameters),
-            "runs": [
-                {"task": r.task, "seed": r.seed, "path": r.path, "files": dict(r.files)}
-                for r in te.runs
-            ],
+            "runs": [{**asdict(r), "files": dict(r.files)} for r in te.runs],
             "scores": dict(te.scores),
+            **({"threshold": asdict(te.threshold)} if te.threshold is not None else {}),
         }
-        if te.threshold is not None:
-            d["threshold"] = {f.name: getattr(te.threshold, f.name) for f in fields(te.threshold)}
-        tracks[name] = d
-    return {
-        "schema": m.schema,
-        "id": m.id,
-        "method": m.method,
-        "authors": list(m.authors),
-        "paper": m.paper,
-        "code": {f.name: getattr(m.code, f.name) for f in fields(m.code)},
-        "tracks": tracks,
+        for name, te in m.tracks
     }
+    return {**asdict(m), "authors": list(m.authors), "tracks": tracks}

@@ -130,7 +130,7 @@ def _columns(track) -> list[tuple[str, str, str]]:
         ("method", "Method", "text"),
         ("hyperparameters", "Hyperparameters", "text"),
     ]
-    return head + track.columns() + common_end
+    return head + [c[:3] for c in track.columns] + common_end
 
 
 def _cell_text(row: dict[str, Any], key: str) -> str:
@@ -339,9 +339,8 @@ def write(entries_dir: Path, out: Path) -> list[Path]:
     """Render the entries of ``entries_dir`` into ``out``; the files written."""
     from ..store import atomic_write_text
 
-    files = render(load_entries(entries_dir))
     written = []
-    for name, text in files.items():
+    for name, text in render(load_entries(entries_dir)).items():
         atomic_write_text(Path(out) / name, text)
         written.append(Path(out) / name)
     return written

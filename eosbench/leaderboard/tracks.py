@@ -36,7 +36,7 @@ they covered (``run.json``), wall time, and the devices.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -57,7 +57,8 @@ class TrackTask:
     quantity: str | None = None  # for entries whose declared threshold bounds this; None: all
 
 
-Column = tuple[str, str, str]  # (key, header, kind: num | text) of a leaderboard table
+# (key, header, kind: num | text, the score shown or None) of a leaderboard table's column
+Column = tuple[str, str, str, str | None]
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Track:
     needs_threshold: bool = False  # entries declare a stability threshold
     scoring: ClassVar[str] = ""  # the kind of track, as the rendered tables name it
     order: ClassVar[int] = 0  # tables of kinds with a lower order come first
+    columns: ClassVar[tuple[Column, ...]] = ()  # the score columns of the track's table
 
     def tasks_for(self, quantity: str | None) -> tuple[str, ...]:
         """The task names an entry whose threshold bounds ``quantity`` runs."""
@@ -97,13 +99,9 @@ class Track:
         """Sort key of an entry with ``scores``: best first, ties by id."""
         raise NotImplementedError
 
-    def columns(self) -> list[Column]:
-        """The score columns of the track's leaderboard table."""
-        raise NotImplementedError
-
     def cells(self, entry: dict[str, Any]) -> dict[str, Any]:
-        """The values of :meth:`columns` (and their extras) of an entry's track record."""
-        raise NotImplementedError
+        """The values of :attr:`columns` (and their extras) of an entry's track record."""
+        return {k: entry["scores"].get(score) for k, _, _, score in self.columns if score}
 
 
 @dataclass(frozen=True)
@@ -113,11 +111,18 @@ class StabilityTrack(Track):
     needs_threshold: bool = True
     scoring: ClassVar[str] = "stability"
     order: ClassVar[int] = 0
+    columns: ClassVar[tuple[Column, ...]] = (
+        ("threshold", "Threshold T", "num", None),
+        ("ratio", "q/T (median)", "num", "ratio_median"),
+        ("reached", "Seeds at T", "num", "seeds_reached"),
+        ("t_star", "t* (median)", "num", "t_star_median"),
+        ("claims", "Claims as expected", "num", "claims_as_expected"),
+    )
 
     def score_runs(self, runs: list[Run], threshold: Threshold | None) -> dict[str, Any]:
         if threshold is None:
             raise ValueError(f"the {self.name} track scores by a declared threshold")
-        per_run, series = [], []
+        per_run, series, T = [], [], threshold.value
         for r in runs:
             s = stability_run(r, threshold)
             per_run.append(
@@ -129,7 +134,8 @@ class StabilityTrack(Track):
                     "claims": {v.claim: v.verdict for v in r.verdicts},
                 }
             )
-            points = stability_series(r, threshold)
+            steps, q = r.values(threshold.quantity)  # the plot: [[step, q/T], ...], 5 decimals
+            points = [[int(t), round(float(v) / T, 5)] for t, v in zip(steps, q, strict=True)]
             series.append({"task": r.task.name, "seed": r.seed, "points": points})
         ratios = [p["ratio"] for p in per_run if p["ratio"] is not None]
         stars = [p["t_star"] for p in per_run if p["t_star"] is not None]
@@ -152,29 +158,16 @@ class StabilityTrack(Track):
         r = scores.get("ratio_median")
         return (-frac, abs(r - 1) if r is not None else math.inf, entry_id)
 
-    def columns(self) -> list[Column]:
-        return [
-            ("threshold", "Threshold T", "num"),
-            ("ratio", "q/T (median)", "num"),
-            ("reached", "Seeds at T", "num"),
-            ("t_star", "t* (median)", "num"),
-            ("claims", "Claims as expected", "num"),
-        ]
-
     def cells(self, entry: dict[str, Any]) -> dict[str, Any]:
         s, thr = entry["scores"], entry.get("threshold") or {}
         total = s.get("claims_total") or 0
-        return dict(
+        return super().cells(entry) | dict(
             quantity=thr.get("quantity", "-"),
             threshold=thr.get("value"),
             formula=thr.get("formula", ""),
-            ratio=s.get("ratio_median"),
             ratio_min=s.get("ratio_min"),
             ratio_max=s.get("ratio_max"),
-            reached=s.get("seeds_reached"),
             seeds=s.get("seeds"),
-            t_star=s.get("t_star_median"),
-            claims=s.get("claims_as_expected"),
             claims_total=total,
             claims_fraction=(s.get("claims_as_expected", 0) / total) if total else None,
         )
@@ -186,6 +179,12 @@ class GeneralizationTrack(Track):
 
     scoring: ClassVar[str] = "generalization"
     order: ClassVar[int] = 1
+    columns: ClassVar[tuple[Column, ...]] = (
+        ("acc", "Test acc. (mean)", "num", "test_acc_mean"),
+        ("se", "SE", "num", "test_acc_se"),
+        ("seeds", "Seeds", "num", "seeds"),
+        ("sharpness", "Final sharpness", "num", "final_sharpness_median"),
+    )
 
     def score_runs(self, runs: list[Run], threshold: Threshold | None) -> dict[str, Any]:
         per_run = []
@@ -217,23 +216,6 @@ class GeneralizationTrack(Track):
     def rank_key(self, entry_id: str, scores: dict[str, Any]) -> tuple:
         acc = scores.get("test_acc_mean")
         return (-(acc if acc is not None else -math.inf), entry_id)
-
-    def columns(self) -> list[Column]:
-        return [
-            ("acc", "Test acc. (mean)", "num"),
-            ("se", "SE", "num"),
-            ("seeds", "Seeds", "num"),
-            ("sharpness", "Final sharpness", "num"),
-        ]
-
-    def cells(self, entry: dict[str, Any]) -> dict[str, Any]:
-        s = entry["scores"]
-        return dict(
-            acc=s.get("test_acc_mean"),
-            se=s.get("test_acc_se"),
-            seeds=s.get("seeds"),
-            sharpness=s.get("final_sharpness_median"),
-        )
 
 
 TRACKS: Registry[Track] = Registry("track")
@@ -333,13 +315,6 @@ def optimizer_spec(track: Track, optimizer: str, hyperparameters: dict[str, Any]
     return OptimizerSpec(name=optimizer, **{**hyperparameters, **fixed})
 
 
-def expected_task(track: Track, task_name: str, optimizer: OptimizerSpec) -> Task:
-    """The registered task ``task_name`` with the entry's optimizer."""
-    from ..suites import TASKS
-
-    return replace(TASKS.get(task_name), optimizer=optimizer)
-
-
 def hyperparameters_of(spec: OptimizerSpec, track: Track) -> dict[str, Any]:
     """The fields of ``spec`` that differ from the defaults, less name and fixed fields."""
     default = OptimizerSpec()
@@ -402,13 +377,6 @@ def stability_run(r: Run, threshold: Threshold) -> dict[str, Any]:
     if sel.any():
         out["ratio"] = _num(np.median(q[sel] / T))
     return out
-
-
-def stability_series(r: Run, threshold: Threshold) -> list[list[float]]:
-    """``[[step, q/T], ...]`` for the per-entry plot (5 decimals)."""
-    steps, q = r.values(threshold.quantity)
-    T = threshold.value
-    return [[int(s), round(float(v) / T, 5)] for s, v in zip(steps, q, strict=True)]
 
 
 def final_test_acc(r: Run) -> float:

@@ -50,7 +50,7 @@ from .sandbox import (
     read_limited,
     scan,
 )
-from .tracks import TRACKS, Track, expected_task, optimizer_spec
+from .tracks import TRACKS, Track, optimizer_spec
 
 if TYPE_CHECKING:
     from ..optim.thresholds import Threshold
@@ -67,6 +67,10 @@ PROVENANCE_KEYS = (
     "deterministic_algorithms",
 )
 REL_TOL = 1e-9  # re-derived numbers vs submitted ones (the same code on the same data)
+UNEXPECTED = (
+    "unexpected file: a submission holds manifest.json, README.md and, in the run directories "
+    "manifest.json lists, run.json, metrics.jsonl and claims.json"
+)
 
 
 @dataclass
@@ -189,47 +193,32 @@ def validate(root: Path, limits: Limits = DEFAULT_LIMITS) -> Result:
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: not a directory")
-    res = Result()
     c = _Checker(root, limits)
+    res = Result(problems=c.problems)  # the checker's list: every problem found
     files, problems = scan(root, limits)
     c.problems += problems
     over = {p.file for p in problems}
     if MANIFEST not in files:
         c.bad(MANIFEST, "-", "missing: a submission needs a manifest")
-        res.problems = c.problems
-        return res
-    if MANIFEST in over:
-        res.problems = c.problems
+    if MANIFEST not in files or MANIFEST in over:
         return res
     try:
-        manifest = parse_manifest(read_limited(root, MANIFEST, limits.manifest_bytes))
+        manifest_bytes = read_limited(root, MANIFEST, limits.manifest_bytes)
+        res.manifest = manifest = parse_manifest(manifest_bytes)
     except (OSError, ValueError) as e:
         c.bad(MANIFEST, "-", f"cannot read ({e})")
-        manifest = None
+        return res
     except SubmissionError as e:
         c.problems += e.problems
-        manifest = None
-    if manifest is None:
-        res.problems = c.problems
         return res
-    res.manifest = manifest
 
     expected_files = {MANIFEST, README}
     for _, te in manifest.tracks:
         for r in te.runs:
             expected_files.update(f"{r.path}/{f}" for f in RUN_FILES)
-    for rel in sorted(files):
-        if rel in expected_files:
-            continue
-        if rel.lower().endswith(PICKLE_SUFFIXES):
-            c.bad(rel, "-", "checkpoint/pickle files are not accepted (never loaded): remove it")
-        else:
-            c.bad(
-                rel,
-                "-",
-                "unexpected file: a submission holds manifest.json, README.md and, in the run "
-                "directories manifest.json lists, run.json, metrics.jsonl and claims.json",
-            )
+    for rel in sorted(set(files) - expected_files):
+        c.bad(rel, "-", "checkpoint/pickle files are not accepted (never loaded): remove it"
+              if rel.lower().endswith(PICKLE_SUFFIXES) else UNEXPECTED)  # fmt: skip
 
     tracks_out: dict[str, Any] = {}
     for name, te in manifest.tracks:
@@ -237,11 +226,8 @@ def validate(root: Path, limits: Limits = DEFAULT_LIMITS) -> Result:
         out = _validate_track(c, files, over, manifest, track, te)
         if out is not None:
             res.runs[name], tracks_out[name] = out
-    res.problems = c.problems
     if not c.problems:
-        res.entry = _entry(
-            manifest, tracks_out, read_limited(root, MANIFEST, limits.manifest_bytes)
-        )
+        res.entry = _entry(manifest, tracks_out, manifest_bytes)
     return res
 
 
@@ -271,11 +257,9 @@ def _validate_track(c: _Checker, files, over, manifest: Manifest, track: Track, 
     # what the claims and scores are judged by (None: the track needs no threshold); a
     # wrong declaration is reported once, and no claim is judged by it
     threshold = decl.threshold() if decl is not None else None
+    n0 = len(c.problems)  # any problem from here on: the track is not scored
     judge = decl is None or _check_threshold(c, where, spec, decl)
-    ok = judge
-    required = {
-        (task, seed) for task in track.tasks_for(quantity) for seed in _registered_seeds(task)
-    }
+    required = {(t, seed) for t in track.tasks_for(quantity) for seed in _registered(t).seeds}
     seen: dict[tuple[str, int], int] = {}
     paths: dict[str, int] = {}
     for i, r in enumerate(te.runs):
@@ -283,44 +267,27 @@ def _validate_track(c: _Checker, files, over, manifest: Manifest, track: Track, 
         if (r.task, r.seed) in seen:
             c.bad(MANIFEST, fld, f"duplicate: task {r.task!r} seed {r.seed} is also "
                                  f"runs[{seen[(r.task, r.seed)]}]")  # fmt: skip
-            ok = False
         seen.setdefault((r.task, r.seed), i)
         if r.path in paths:
             c.bad(MANIFEST, f"{fld}.path", f"also the path of runs[{paths[r.path]}]")
-            ok = False
         paths.setdefault(r.path, i)
         if (r.task, r.seed) not in required:
             tasks = ", ".join(track.tasks_for(quantity))
             c.bad(MANIFEST, fld, f"task {r.task!r} seed {r.seed} is not a run of the "
                                  f"{track.name} track for this entry ({tasks})")  # fmt: skip
-            ok = False
     for task, seed in sorted(required - set(seen)):
         c.bad(MANIFEST, f"{where}.runs", f"missing seed {seed} of task {task!r}")
-        ok = False
-    runs = []
-    for i, r in enumerate(te.runs):
-        if (r.task, r.seed) not in required:
-            continue
-        run = _validate_run(c, files, over, f"{where}.runs[{i}]", track, spec, r, threshold, judge)
-        if run is None:
-            ok = False
-        else:
-            runs.append(run)
-    if not ok:
+    runs = [
+        _validate_run(c, files, over, f"{where}.runs[{i}]", track, spec, r, threshold, judge)
+        for i, r in enumerate(te.runs)
+        if (r.task, r.seed) in required
+    ]
+    if len(c.problems) > n0 or None in runs:
         return None
     scored = track.score(runs, threshold)
-    submitted = dict(te.scores)
-    for k in sorted(set(scored["scores"]) | set(submitted)):
-        if k not in submitted:
-            c.bad(MANIFEST, f"{where}.scores.{k}", "missing")
-        elif k not in scored["scores"]:
-            c.bad(MANIFEST, f"{where}.scores.{k}", "not a score of the track")
-        elif not _close(scored["scores"][k], submitted[k]):
-            c.bad(
-                MANIFEST,
-                f"{where}.scores.{k}",
-                f"submitted {submitted[k]!r}, but the time series give {scored['scores'][k]!r}",
-            )
+    submitted, derived = dict(te.scores), scored["scores"]
+    keys = sorted(set(derived) | set(submitted))
+    _compare(c, MANIFEST, f"{where}.scores.", keys, submitted, derived, repr)
     out = {
         "hyperparameters": dict(te.hyperparameters),
         "optimizer": asdict(spec),
@@ -331,10 +298,10 @@ def _validate_track(c: _Checker, files, over, manifest: Manifest, track: Track, 
     return runs, out
 
 
-def _registered_seeds(task: str) -> tuple[int, ...]:
+def _registered(task: str) -> Task:
     from ..suites import TASKS
 
-    return TASKS.get(task).seeds
+    return TASKS.get(task)
 
 
 def _validate_run(c: _Checker, files, over, fld, track, spec, r, threshold, judge) -> Run | None:
@@ -371,7 +338,7 @@ def _validate_run(c: _Checker, files, over, fld, track, spec, r, threshold, judg
                             f"{r.sha256(name)[:16]}... (the file changed after the manifest)")  # fmt: skip
     if len(data) != len(RUN_FILES):
         return None
-    task = expected_task(track, r.task, spec)
+    task = replace(_registered(r.task), optimizer=spec)  # as registered, the entry's optimizer
     meta = _check_run_json(c, f"{r.path}/run.json", data["run.json"], task, r)
     records = _check_metrics(c, f"{r.path}/metrics.jsonl", data["metrics.jsonl"], meta)
     claims = _parse(c, f"{r.path}/claims.json", data["claims.json"])
@@ -528,16 +495,20 @@ def _compare_claims(c: _Checker, rel: str, claims: Any, verdicts) -> None:
         c.bad(rel, "-", f"{len(claims)} verdicts, but the task has {len(verdicts)} claims")
         return
     for i, (got, v) in enumerate(zip(claims, verdicts, strict=True)):
-        want = v.to_dict()
-        for k in ("claim", "verdict", "expected", "measured", "target"):
-            if k not in got:
-                c.bad(rel, f"[{i}].{k}", "missing")
-            elif not _close(want[k], got[k]):
-                c.bad(
-                    rel,
-                    f"[{i}].{k}",
-                    f"submitted {_j(got[k])}, but the time series give {_j(want[k])}",
-                )
+        keys = ("claim", "verdict", "expected", "measured", "target")
+        _compare(c, rel, f"[{i}].", keys, got, v.to_dict(), _j)
+
+
+def _compare(c: _Checker, rel: str, prefix: str, keys, submitted: dict, derived: dict, show):
+    """Each of ``keys`` missing from ``submitted``, not ``derived``, or not equal to it."""
+    for k in keys:
+        if k not in submitted:
+            c.bad(rel, prefix + k, "missing")
+        elif k not in derived:
+            c.bad(rel, prefix + k, "not a score of the track")
+        elif not _close(derived[k], submitted[k]):
+            why = f"submitted {show(submitted[k])}, but the time series give {show(derived[k])}"
+            c.bad(rel, prefix + k, why)
 
 
 def _entry(manifest: Manifest, tracks: dict[str, Any], manifest_bytes: bytes) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .manifest import Problem
+from .manifest import MANIFEST, Problem
 from .validator import threshold_mismatch, validate
 
 SKIPPED_SUFFIXES = ("_seconds", "_hvps", "_residual")
@@ -55,43 +55,30 @@ def compare_series(
     b = {r["step"]: r for r in rerun}
     if sorted(a) != sorted(b):
         only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
-        problems.append(
-            Problem(
-                rel, "-", f"different steps: submitted only {only_a[:5]}, re-run only {only_b[:5]}"
-            )  # fmt: skip
-        )
-        return problems, stats
-    first: dict[str, int] = {}
+        why = f"different steps: submitted only {only_a[:5]}, re-run only {only_b[:5]}"
+        return [Problem(rel, "-", why)], stats
+    reported: set[str] = set()  # keys with a problem: only their first step is reported
     for step in sorted(a):
         ra, rb = a[step], b[step]
         keys = {k for k in set(ra) | set(rb) if k != "step" and not k.endswith(SKIPPED_SUFFIXES)}
         for k in sorted(keys):
             va, vb = ra.get(k), rb.get(k)
             stats["keys"].add(k)
-            if (va is None) != (vb is None):
-                if k not in first:
-                    first[k] = step
-                    problems.append(
-                        Problem(rel, f"step {step}", f"{k}: submitted {va!r}, re-run {vb!r}")
-                    )
-                continue
-            if va is None:
-                continue
-            stats["values"] += 1
-            d = abs(float(va) - float(vb))
-            stats["max_abs"] = max(stats["max_abs"], d)
-            if va != 0:
-                stats["max_rel"] = max(stats["max_rel"], d / abs(float(va)))
-            if not d <= atol + rtol * abs(float(va)) and k not in first:
-                first[k] = step
-                problems.append(
-                    Problem(
-                        rel,
-                        f"step {step}",
-                        f"{k}: submitted {va!r}, re-run {vb!r} (|difference| {d:.3g} > "
-                        f"{atol:g} + {rtol:g} x |submitted|)",
-                    )
-                )
+            why = f"{k}: submitted {va!r}, re-run {vb!r}"
+            if (va is None) == (vb is None):
+                if va is None:
+                    continue
+                stats["values"] += 1
+                d = abs(float(va) - float(vb))
+                stats["max_abs"] = max(stats["max_abs"], d)
+                if va != 0:
+                    stats["max_rel"] = max(stats["max_rel"], d / abs(float(va)))
+                if d <= atol + rtol * abs(float(va)):
+                    continue
+                why += f" (|difference| {d:.3g} > {atol:g} + {rtol:g} x |submitted|)"
+            if k not in reported:
+                reported.add(k)
+                problems.append(Problem(rel, f"step {step}", why))
     stats["keys"] = len(stats["keys"])
     return problems, stats
 
@@ -123,66 +110,46 @@ def verify(
     if not res.ok:
         return res.problems, []
     m = res.manifest
-    problems: list[Problem] = []
     pkg, want = m.code.package, m.code.version
+
+    def stop(fld: str, why: str) -> tuple[list[Problem], list[Comparison]]:
+        return [Problem(MANIFEST, fld, why)], []
+
     try:
         have = __version__ if pkg == "eosbench" else metadata.version(pkg)
     except metadata.PackageNotFoundError:
-        problems.append(
-            Problem(
-                "manifest.json",
-                "code.package",
-                f"{pkg!r} is not installed here: pip install {pkg}=={want}",
-            )  # fmt: skip
-        )
-        return problems, []
+        return stop("code.package", f"{pkg!r} is not installed here: pip install {pkg}=={want}")
     if have != want:
-        problems.append(
-            Problem(
-                "manifest.json",
-                "code.version",
-                f"{pkg} {have} is installed here, the submission was made with {want}",
-            )  # fmt: skip
-        )
-        return problems, []
+        return stop("code.version", f"{pkg} {have} is installed here, the submission was made "
+                                    f"with {want}")  # fmt: skip
     if m.code.optimizer not in OPTIMIZERS:
-        problems.append(
-            Problem(
-                "manifest.json",
-                "code.optimizer",
-                f"{pkg} {have} registers no optimizer "
-                f"{m.code.optimizer!r} (entry point group eosbench.optimizers)",
-            )  # fmt: skip
-        )
-        return problems, []
+        return stop("code.optimizer", f"{pkg} {have} registers no optimizer "
+                    f"{m.code.optimizer!r} (entry point group eosbench.optimizers)")  # fmt: skip
+    problems: list[Problem] = []
     for name, runs in sorted(res.runs.items()):
         te = m.track(name)
         if te.threshold is None or not runs:
             continue
         try:
             t = threshold(runs[0].task.optimizer)
+            why = threshold_mismatch(te.threshold, t, "the installed optimizer")
         except UserError as e:
-            problems.append(Problem("manifest.json", f"tracks.{name}.threshold", str(e)))
-            continue
-        why = threshold_mismatch(te.threshold, t, "the installed optimizer")
+            why = str(e)
         if why is not None:
-            problems.append(Problem("manifest.json", f"tracks.{name}.threshold", why))
+            problems.append(Problem(MANIFEST, f"tracks.{name}.threshold", why))
     all_runs = sorted(
         (r for runs in res.runs.values() for r in runs), key=lambda r: (r.task.name, r.seed)
     )
     chosen = random.Random(seed).sample(all_runs, min(sample, len(all_runs)))
     comparisons = []
     with tempfile.TemporaryDirectory(dir=work) as tmp:
+        opts = RunOptions(out=Path(tmp), device=device, force=True, checkpoint_every=0,
+                          progress=False)  # fmt: skip
         for i, r in enumerate(chosen, 1):
             log(f"[{i}/{len(chosen)}] re-running {r.id} ({r.task.name}, seed {r.seed})")
-            opts = RunOptions(
-                out=Path(tmp), device=device, force=True, checkpoint_every=0, progress=False
-            )
-            rdir = run(r.recorded_task, r.seed, opts)
-            rerun = read_records(rdir / METRICS_FILE)
+            rerun = read_records(run(r.recorded_task, r.seed, opts) / METRICS_FILE)
             rel = f"{r.id}/{METRICS_FILE}"
             probs, stats = compare_series(rel, r.series.records(), rerun, rtol, atol)
-            cmp = Comparison(r.id, r.task.name, r.seed, probs, **stats)
-            comparisons.append(cmp)
+            comparisons.append(Comparison(r.id, r.task.name, r.seed, probs, **stats))
             problems += probs
     return problems, comparisons
