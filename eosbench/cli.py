@@ -1,7 +1,11 @@
 """Command-line interface: ``eosbench`` (also ``python -m eosbench``).
 
-User errors (unknown task, bad override, missing data, corrupt file) print one
-line on standard error and exit with status 2, never a traceback.
+Every command checks its whole input before it writes anything.  User errors (unknown
+task, bad override, a value outside its domain, missing data, a corrupt file) and the
+failures of the file system (:class:`OSError`: a full disk, a read-only or missing
+directory) print one line on standard error, naming the file where there is one, and exit
+with status 2, never a traceback.  Any other exception is a bug: a line saying so, then
+its traceback.
 """
 
 from __future__ import annotations
@@ -280,7 +284,8 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     task = apply_overrides(TASKS.get(a.task), a.overrides)
     seed = a.seed if a.seed is not None else task.seeds[0]
-    print(run(task, seed, _run_options(a)))
+    opts = _run_options(a)
+    print(run(task, seed, opts))
     return 0
 
 
@@ -291,16 +296,16 @@ def cmd_check(a: argparse.Namespace) -> int:
     from .report import print_verdicts
     from .store import find_runs, load_run
 
-    results, runs = [], []
+    results, runs, rdirs = [], [], []
     for p in a.paths:  # a results folder's artifact is judged, not written to
         if is_artifact(p):
             for r in read_artifact(p):
                 runs.append(r)
                 results.append((f"{p}:{r.id}", check(r)))
         else:
-            for rdir in find_runs([p]):
-                results.append((rdir, check_run(rdir)))
-                runs.append(load_run(rdir))
+            rdirs += find_runs([p])
+    runs += [load_run(rdir) for rdir in rdirs]  # every run read before a claims.json is written
+    results += [(rdir, check_run(rdir)) for rdir in rdirs]
     if not runs:
         raise UserError("no runs found under " + ", ".join(map(str, a.paths)))
     comparisons = comparisons_for(runs)
@@ -327,6 +332,10 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     if a.jobs < 1:
         raise UserError("--jobs must be at least 1")
     eo = _executor_options(a)
+    from .preflight import check_task
+
+    for task, seed in jobs:  # every run's input before the first starts
+        check_task(task, seed)
     failures: list = []
     if eo.executor == "pool":
         rdirs = run_many(jobs, opts, a.jobs)
@@ -516,16 +525,39 @@ COMMANDS = {
 }
 
 
+def one_line(message: object) -> str:
+    """``message`` on one line (a library's multi-line message joined with ``; ``)."""
+    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+def describe_os_error(e: OSError) -> str:
+    """An :class:`OSError` as ``file: what went wrong`` (both files of a rename)."""
+    where = ": ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    what = e.strerror or type(e).__name__
+    return f"{where}: {what}" if where else one_line(e) or what
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
-        print(f"eosbench: error: {e}", file=sys.stderr)
+        print(f"eosbench: error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # the file system's answer: a full disk, no permission, no directory
+        print(f"eosbench: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("eosbench: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        print(
+            "eosbench: internal error: this is a bug in eosbench, not in your input; "
+            "please report it with the traceback below",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

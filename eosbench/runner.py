@@ -21,13 +21,11 @@ step; no curve is padded.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import random
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +34,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import checkpoint, provenance, store
+from . import checkpoint, preflight, provenance, store
 from .errors import UserError
-from .losses import LOSSES, accuracy_count
+from .losses import LOSSES
 from .measure import Context, build_measurements
-from .task import Task, computation_hash, content_hash, slug, to_dict
+from .objective import Objective, preserved_buffers  # noqa: F401 (re-exported)
+from .task import LR_SCHEDULES, Task, computation_hash, content_hash, slug, to_dict
 
 FLUSH_SECONDS = 30.0  # the time series on disk is at most this old while a run is going
 PARAM_CHECK_EVERY = 100  # steps between explicit checks that all parameters are finite
@@ -73,9 +72,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-LR_SCHEDULES = ("constant", "cosine")
-
-
 def lr_factor(schedule: str, step: int, total: int) -> float:
     r"""The step size of step ``step`` (0-based) of ``total`` as a multiple of ``optimizer.lr``.
 
@@ -98,81 +94,6 @@ def seed_everything(seed: int, device: torch.device, allow_tf32: bool = False) -
     torch.backends.cudnn.benchmark = False
     torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     torch.backends.cudnn.allow_tf32 = allow_tf32
-
-
-@contextlib.contextmanager
-def preserved_buffers(model: nn.Module) -> Iterator[None]:
-    """Restore every buffer (BatchNorm running statistics) on exit."""
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for b, v in saved:
-                b.copy_(v)
-
-
-def _chunks(n: int, size: int | None) -> list[slice]:
-    size = size or n
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-class Objective:
-    """The training loss over a batch of data, evaluated in chunks."""
-
-    def __init__(self, model: nn.Module, loss_fn, physical_batch_size: int | None):
-        self.model = model
-        self.loss_fn = loss_fn
-        self.pbs = physical_batch_size
-        self.gradient_evaluations = 0  # closure calls: one gradient of the loss over a batch
-        self.gradient_examples = 0  # examples those gradients were taken over, in total
-
-    def closure(self, x: Tensor, y: Tensor):
-        """A closure ``closure(update_bn=True) -> loss`` filling ``.grad`` (optimizer contract)."""
-        stats: dict[str, Any] = {}
-
-        def closure(update_bn: bool = True) -> Tensor:
-            ctx = contextlib.nullcontext() if update_bn else preserved_buffers(self.model)
-            with ctx:
-                self.model.zero_grad(set_to_none=False)
-                n = x.shape[0]
-                self.gradient_evaluations += 1
-                self.gradient_examples += n
-                total = torch.zeros((), device=x.device)
-                correct = torch.zeros((), device=x.device)
-                has_acc = True
-                for s in _chunks(n, self.pbs):
-                    out = self.model(x[s])
-                    loss = self.loss_fn(out, y[s])
-                    (loss * ((s.stop - s.start) / n)).backward()
-                    total += loss.detach() * (s.stop - s.start)
-                    c = accuracy_count(out.detach(), y[s])
-                    has_acc = has_acc and c is not None
-                    if c is not None:
-                        correct += c
-            if "loss" not in stats:  # the first call is at the unperturbed parameters
-                stats["loss"] = total / n
-                stats["acc"] = correct / n if has_acc else None
-            return total / n
-
-        return closure, stats
-
-    @torch.no_grad()
-    def evaluate(self, x: Tensor, y: Tensor, train_mode: bool) -> dict[str, float]:
-        """Mean loss and accuracy; train mode uses batch statistics but keeps buffers."""
-        was_training = self.model.training
-        self.model.train(train_mode)
-        with preserved_buffers(self.model):
-            total, correct, has_acc = 0.0, 0.0, True
-            for s in _chunks(x.shape[0], self.pbs):
-                out = self.model(x[s])
-                total += float(self.loss_fn(out, y[s])) * (s.stop - s.start)
-                c = accuracy_count(out, y[s])
-                has_acc = has_acc and c is not None
-                correct += float(c) if c is not None else 0.0
-        self.model.train(was_training)
-        n = x.shape[0]
-        return {"loss": total / n, "acc": correct / n if has_acc else float("nan")}
 
 
 def _finite_params(model: nn.Module) -> bool:
@@ -319,7 +240,12 @@ class _Trainer:
                     if term is not None and term.set:
                         self.outcome = {"status": "interrupted"}
                         return
-                rec, loss = self._step(total)
+                try:
+                    rec, loss = self._step(total)
+                except Exception:
+                    if not self._diverged():  # a measurement failing on non-finite values
+                        raise
+                    return
                 self.records.append(rec)
                 # a non-finite update shows in the next step's loss; parameters are also
                 # checked every PARAM_CHECK_EVERY steps and at the end
@@ -341,7 +267,21 @@ class _Trainer:
             if not _finite_params(self.model):
                 self.outcome = {"status": "diverged", "diverged_at": self.step}
                 return
-            self.records.append(self._observe(final=True))
+            try:
+                self.records.append(self._observe(final=True))
+            except Exception:
+                if not self._diverged():
+                    raise
+
+    def _diverged(self) -> bool:
+        """After a failure in step ``self.step``: whether its parameters or its training
+        loss are non-finite; if so the run ends ``diverged`` there, with the loss recorded."""
+        loss = self.objective.evaluate(self.x_tr, self.y_tr, train_mode=True)["loss"]
+        if math.isfinite(loss) and _finite_params(self.model):
+            return False
+        self.records.append({"step": self.step, "train_loss": loss})
+        self.outcome = {"status": "diverged", "diverged_at": self.step}
+        return True
 
     def _step(self, total: int) -> tuple[dict[str, Any], float]:
         """Step ``self.step`` of ``total``: the measurements and evaluation due at
@@ -513,7 +453,7 @@ def _execute(trainer: _Trainer, rdir: Path, meta: dict[str, Any], device) -> Non
         with checkpoint.TermFlag() as term:
             trainer.train(
                 lambda: _flush(rdir, meta, trainer, started),
-                lambda: checkpoint.save(trainer, rdir),
+                lambda: (checkpoint.save(trainer, rdir), _flush(rdir, meta, trainer, started)),
                 term,
             )
     except KeyboardInterrupt:
@@ -549,17 +489,24 @@ def run(
     if not opts.force and store.finished_run(rdir, chash, seed):
         return rdir
     device = resolve_device(opts.device)
+    preflight.check_task(task, seed)  # the whole input, before anything is written
     loss_fn = LOSSES.get(task.loss)
     data = load_dataset(task.data, opts.data_root)
+    preflight.check_fit(task, data, device)
     with store.locked(rdir, wait=True):
         # another worker may have finished this run while we waited for the lock
         previous = store.read_run_json(rdir)
         if not opts.force and store.finished_run(rdir, chash, seed):
             return rdir
+        checkpoint.clean_up(rdir)
         seed_everything(seed, device, opts.allow_tf32)
         trainer = _build_trainer(task, seed, opts, data, loss_fn, device)
+        resumed = opts.resume and not opts.force and checkpoint.restore(trainer, rdir)
+        if resumed == "rejected":  # set aside; the trainer may be partly loaded: start over
+            seed_everything(seed, device, opts.allow_tf32)
+            trainer = _build_trainer(task, seed, opts, data, loss_fn, device)
         meta = _run_record(task, seed, opts, previous, trainer, data, device)
-        if opts.resume and not opts.force and checkpoint.restore(trainer, rdir):
+        if resumed == "restored":
             meta["resumed_from_step"] = trainer.step
         _execute(trainer, rdir, meta, device)
     return rdir

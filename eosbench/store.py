@@ -21,7 +21,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +58,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from the group
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_files(path: Path, names: Iterable[str]) -> list[Path]:
+    """The temporary files that :func:`atomic_write_bytes` left in directory ``path`` for
+    targets ``names`` (a write interrupted by a kill)."""
+    path = Path(path)
+    return sorted(p for n in names for p in path.glob(f".{n}.*.tmp") if p.is_file())
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -88,20 +102,82 @@ def read_json(path: Path) -> Any:
         raise UserError(f"{path}: not valid JSON ({e})") from None
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file (an absent file has none)."""
+class LineError(ValueError):
+    """A line of a JSON-lines file that does not parse; ``line`` counts from 1."""
+
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line = line
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _loads_line(line: str) -> Any:
+    return json.loads(line, parse_constant=_no_constant)
+
+
+def json_lines(data: bytes, loads: Callable[[str], Any] = _loads_line) -> list[tuple[int, Any]]:
+    """``(line number, value)`` of each non-blank line of JSON-lines ``data``, each line parsed
+    by ``loads`` (default: JSON without NaN/Infinity): the one JSON-lines parser of the
+    package.  :class:`ValueError` for bytes that are not UTF-8, :class:`LineError` for the
+    first line that does not parse."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append((i, loads(line)))
+        except RecursionError:
+            raise LineError(i, "not valid JSON (nested too deeply)") from None
+        except ValueError as e:
+            msg = f"not valid JSON ({e})" if isinstance(e, json.JSONDecodeError) else str(e)
+            raise LineError(i, msg) from None
+    return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def loads_records(data: bytes, name: str) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl`` bytes (``name``: the file, for messages): objects with
+    an integer ``step``, every other value a number or null.  Anything else is a one-line
+    :class:`UserError` naming the file and the line."""
+    try:
+        lines = json_lines(data)
+    except LineError as e:
+        raise UserError(f"{name}:{e.line}: {e}") from None
+    except ValueError as e:
+        raise UserError(f"{name}: {e}") from None
     records = []
-    if not Path(path).exists():
-        return records
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{i}: not valid JSON ({e})") from None
+    for i, rec in lines:
+        if not isinstance(rec, dict):
+            raise UserError(f"{name}:{i}: expected a JSON object, got {type(rec).__name__}")
+        if not isinstance(rec.get("step"), int) or isinstance(rec["step"], bool):
+            raise UserError(f"{name}:{i}: expected an integer 'step'")
+        for k, v in rec.items():
+            if v is not None and not _is_number(v):
+                raise UserError(f"{name}:{i}: {k}: expected a number or null, got {v!r:.40}")
+        records.append(rec)
     return records
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file (an absent file has none); see
+    :func:`loads_records`."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror or e})") from None
+    return loads_records(data, str(path))
 
 
 def run_dir(out: Path, task_slug: str, seed: int) -> Path:
@@ -169,17 +245,43 @@ def finished_run(path: Path, computation: str, seed: int) -> dict[str, Any] | No
 
 def load_run(path: Path):
     """The :class:`~eosbench.record.Run` in run directory ``path``: its record, its series
-    (``metrics.jsonl``; empty while nothing is flushed) and its recorded verdicts."""
+    (``metrics.jsonl``; empty while nothing is flushed) and its recorded verdicts.  A finished
+    run whose series ends before the step ``run.json`` records (cut at a line boundary), or
+    a completed run that never trained (step 0, no records), is a :class:`UserError`."""
     from .claims import recorded_verdicts
     from .record import Run, Series
 
     path = Path(path)
     meta = read_json(path / RUN_FILE)
-    series = Series.from_records(read_records(path / METRICS_FILE))
+    if not isinstance(meta, dict):
+        raise UserError(f"{path / RUN_FILE}: expected a JSON object")
+    metrics = path / METRICS_FILE
+    records = read_records(metrics)
+    _check_series(path, meta, records, metrics.exists())
+    series = Series.from_records(records)
     try:
         return Run.from_record(str(path), meta, series, recorded_verdicts(path))
     except (UserError, KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path / RUN_FILE}: {e}") from None
+
+
+def _check_series(path: Path, meta: dict[str, Any], records: list, has_series: bool) -> None:
+    """What the leaderboard validator requires of a finished run's series, for ``check``."""
+    status, step = meta.get("status"), meta.get("step")
+    if status == "completed" and ((isinstance(step, int) and step < 1) or
+                                  (has_series and not records)):  # fmt: skip
+        raise UserError(f"{path / RUN_FILE}: status completed, but the run never trained "
+                        f"(step {step}, {len(records)} records)")  # fmt: skip
+    if not has_series or status not in FINISHED or not isinstance(step, int):
+        return
+    last = -1
+    for r in records:
+        if r["step"] <= last:
+            raise UserError(f"{path / METRICS_FILE}: step {r['step']} does not follow {last}")
+        last = r["step"]
+    if last != step:
+        raise UserError(f"{path / METRICS_FILE}: the last record is step {last}, but "
+                        f"{RUN_FILE} says step {step} (the series is cut or padded)")  # fmt: skip
 
 
 def load_runs(paths: Iterable[Path]) -> list:

@@ -83,6 +83,9 @@ class OptimizerSpec:
     cdat_ema: float = 0.0  # CDAT EMA factor of numerator and denominator (0 = none)
 
 
+LR_SCHEDULES = ("constant", "cosine")  # ScheduleSpec.lr_schedule
+
+
 @dataclass(frozen=True)
 class ScheduleSpec:
     steps: int | None = 1000  # optimizer steps (None: use epochs)

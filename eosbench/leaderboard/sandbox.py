@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..store import LineError, json_lines  # noqa: F401 (LineError: re-exported)
 from .manifest import MANIFEST, Problem, loads_strict
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".npy", ".npz", ".joblib")
@@ -128,28 +129,6 @@ def read_limited(root: Path, rel: str, limit: int) -> bytes:
     return data
 
 
-class LineError(ValueError):
-    """A line of a JSON-lines file that is not strict JSON; ``line`` counts from 1."""
-
-    def __init__(self, line: int, message: str):
-        super().__init__(message)
-        self.line = line
-
-
 def loads_records(data: bytes) -> list[tuple[int, Any]]:
-    """``(line number, value)`` of each non-blank line of JSON-lines ``data`` (bytes already
-    read by :func:`read_limited`), each line strict JSON.  :class:`ValueError` for bytes that
-    are not UTF-8, :class:`LineError` for the first line that does not parse."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"not UTF-8 text ({e.reason} at byte {e.start})") from None
-    out = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append((i, loads_strict(line)))
-        except ValueError as e:
-            raise LineError(i, str(e)) from None
-    return out
+    """:func:`eosbench.store.json_lines` with each line strict JSON (:func:`loads_strict`)."""
+    return json_lines(data, loads_strict)

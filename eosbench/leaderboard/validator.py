@@ -226,9 +226,23 @@ def validate(root: Path, limits: Limits = DEFAULT_LIMITS) -> Result:
         out = _validate_track(c, files, over, manifest, track, te)
         if out is not None:
             res.runs[name], tracks_out[name] = out
+    _check_version(c, manifest, [r for runs in res.runs.values() for r in runs])
     if not c.problems:
         res.entry = _entry(manifest, tracks_out, manifest_bytes)
     return res
+
+
+def _check_version(c: _Checker, manifest: Manifest, runs: list[Run]) -> None:
+    """All runs made by one eosbench version, the manifest's ``code.version`` where the
+    optimizer is eosbench's own."""
+    versions = {r.provenance.get("eosbench") for r in runs}
+    if len(versions) > 1:
+        for r in runs:
+            c.bad(f"{r.id}/run.json", "provenance.eosbench", f"{r.provenance.get('eosbench')!r}: "
+                  f"the runs of a submission must agree ({sorted(map(str, versions))})")  # fmt: skip
+    elif manifest.code.package == "eosbench" and versions and versions != {manifest.code.version}:
+        c.bad(MANIFEST, "code.version", f"{manifest.code.version!r}, but the runs were made by "
+              f"eosbench {versions.pop()!r}")  # fmt: skip
 
 
 def _check_threshold(c: _Checker, where: str, spec: OptimizerSpec, decl: ThresholdDecl) -> bool:

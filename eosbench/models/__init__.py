@@ -85,4 +85,41 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -
     return scale_weights(model, float(spec.init_scale))
 
 
-__all__ = ["MODELS", "Builder", "build_model", "scale_weights"]
+# copies of the parameters training holds at least: the parameters, their gradient, two
+# optimizer states, the curvature measurements' vectors and products
+MEMORY_COPIES = 8
+
+
+def meta_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.Module | None:
+    """The model of ``spec`` built on the meta device (shapes only: no memory, no random
+    numbers).  An option it rejects raises :class:`OverrideError`, as does a failure with a
+    width or depth set (e.g. too large to describe); None if it cannot be built on the meta
+    device otherwise (the real build decides)."""
+    try:
+        with torch.device("meta"):
+            return build_model(spec, input_shape, n_classes)
+    except OverrideError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a plug-in may not support the meta device
+        if spec.width is None and spec.depth is None:
+            return None
+        raise OverrideError(
+            f"model {spec.name!r} with width={spec.width}, depth={spec.depth} cannot be built "
+            f"({type(e).__name__}: {' '.join(str(e).split())[:120]})"
+        ) from None
+
+
+def check_memory(spec: ModelSpec, model: nn.Module, available: int | None, where: str) -> None:
+    """:class:`OverrideError` if ``model``'s parameters, :data:`MEMORY_COPIES` times, exceed
+    ``available`` bytes (the memory of device ``where``; None: not checked)."""
+    n = sum(p.numel() for p in model.parameters())
+    need = n * torch.tensor([], dtype=torch.get_default_dtype()).element_size() * MEMORY_COPIES
+    if available is not None and need > available:
+        raise OverrideError(
+            f"model {spec.name!r} with width={spec.width}, depth={spec.depth} has {n:,} "
+            f"parameters: training needs at least {need / 2**30:.3g} GiB, more than the "
+            f"{available / 2**30:.3g} GiB of {where}"
+        )
+
+
+__all__ = ["MODELS", "Builder", "build_model", "check_memory", "meta_model", "scale_weights"]

@@ -149,8 +149,10 @@ def validate(spec: OptimizerSpec) -> None:
             raise UserError(f"optimizer.{name}={v!r} must be a finite number")
         return float(v)
 
-    if finite("lr") <= 0:
-        raise UserError(f"optimizer.lr={spec.lr} must be > 0")
+    dtype = torch.finfo(torch.get_default_dtype())  # the dtype of the parameters
+    if not dtype.tiny <= finite("lr") <= dtype.max:
+        raise UserError(f"optimizer.lr={spec.lr} must be in [{dtype.tiny:.3g}, {dtype.max:.3g}] "
+                        f"(> 0 and finite in {dtype.dtype})")  # fmt: skip
     if not 0 <= finite("momentum") < 1:
         raise UserError(f"optimizer.momentum={spec.momentum} must be in [0, 1)")
     if spec.nesterov and spec.momentum == 0:
@@ -159,8 +161,12 @@ def validate(spec: OptimizerSpec) -> None:
         if not 0 <= finite(name) < 1:
             raise UserError(f"optimizer.{name}={getattr(spec, name)} must be in [0, 1)")
     for name in ("weight_decay", "eps", "rho"):
-        if finite(name) < 0:
-            raise UserError(f"optimizer.{name}={getattr(spec, name)} must be >= 0")
+        if not 0 <= finite(name) <= dtype.max:
+            raise UserError(f"optimizer.{name}={getattr(spec, name)} must be >= 0 and "
+                            f"finite in {dtype.dtype}")  # fmt: skip
+        if spec.lr * getattr(spec, name) > dtype.max:
+            raise UserError(f"optimizer.lr * optimizer.{name} = {spec.lr * getattr(spec, name):.3g} "
+                            f"is not finite in {dtype.dtype}")  # fmt: skip
     if spec.base not in sam.BASES:
         raise UserError(f"optimizer.base={spec.base!r} is not one of {', '.join(sam.BASES)}")
     if spec.batch_size is not None and spec.batch_size < 1:
