@@ -140,14 +140,12 @@ def template(
                     {"task": task.name, "seed": meta["seed"], "path": rel, "files": files}
                 )
                 data.append(replace(run, verdicts=tuple(verdicts)))
-            entry: dict[str, Any] = {
+            tracks[tname] = {
                 "hyperparameters": hyperparameters_of(spec, track),
                 "runs": run_refs,
                 "scores": track.score(data, judge_by)["scores"],
+                **({"threshold": asdict(decl)} if decl is not None else {}),
             }
-            if decl is not None:
-                entry["threshold"] = asdict(decl)
-            tracks[tname] = entry
         manifest = {
             "schema": SUBMISSION_SCHEMA,
             "id": entry_id,

@@ -200,14 +200,14 @@ class _Parser:
         self.problems: list[Problem] = []
 
     def bad(self, field: str, message: str) -> None:
+        """Report a problem; None, so that ``return self.bad(...)`` reports and gives up."""
         self.problems.append(Problem(self.file, field, message))
 
     def obj(self, v: Any, path: str, keys: tuple[str, ...], partial: bool = False) -> dict | None:
         """``v`` if it is an object of exactly the fields ``keys`` (problems reported); one
         that lacks some is returned only when ``partial``, for its fields to be checked."""
         if not isinstance(v, dict):
-            self.bad(path, f"expected an object, got {_kind(v)}")
-            return None
+            return self.bad(path, f"expected an object, got {_kind(v)}")
         for k in v:
             if k not in keys:
                 self.bad(_join(path, k), f"unknown field (allowed: {', '.join(keys)})")
@@ -220,47 +220,37 @@ class _Parser:
         self, v: Any, path: str, pattern: re.Pattern | None = None, max_len: int = 200, what=""
     ) -> str | None:
         if not isinstance(v, str):
-            self.bad(path, f"expected a string, got {_kind(v)}")
-            return None
+            return self.bad(path, f"expected a string, got {_kind(v)}")
         if not v.strip():
-            self.bad(path, "must not be empty")
-            return None
+            return self.bad(path, "must not be empty")
         if len(v) > max_len:
-            self.bad(path, f"longer than {max_len} characters")
-            return None
+            return self.bad(path, f"longer than {max_len} characters")
         if _CONTROL.search(v):
-            self.bad(path, "control characters are not allowed")
-            return None
+            return self.bad(path, "control characters are not allowed")
         try:
             v.encode("utf-8")
         except UnicodeEncodeError:
-            self.bad(path, "not valid Unicode (lone surrogate)")
-            return None
+            return self.bad(path, "not valid Unicode (lone surrogate)")
         if pattern is not None and not pattern.fullmatch(v):
-            self.bad(path, f"{_short(v)} is not {what or 'of the form ' + pattern.pattern}")
-            return None
+            return self.bad(path, f"{_short(v)} is not {what or 'of the form ' + pattern.pattern}")
         return v
 
     def integer(self, v: Any, path: str, lo: int, hi: int) -> int | None:
         if isinstance(v, bool) or not isinstance(v, int):
-            self.bad(path, f"expected an integer, got {_kind(v)}")
-            return None
+            return self.bad(path, f"expected an integer, got {_kind(v)}")
         if not lo <= v <= hi:
-            self.bad(path, f"{v} is not in [{lo}, {hi}]")
-            return None
+            return self.bad(path, f"{v} is not in [{lo}, {hi}]")
         return v
 
     def number(self, v: Any, path: str) -> float | None:
         if isinstance(v, bool) or not isinstance(v, int | float):
-            self.bad(path, f"expected a number, got {_kind(v)}")
-            return None
+            return self.bad(path, f"expected a number, got {_kind(v)}")
         try:
             f = float(v)
         except OverflowError:
             f = math.inf
         if not math.isfinite(f):
-            self.bad(path, "must be finite")
-            return None
+            return self.bad(path, "must be finite")
         return f
 
 
@@ -297,8 +287,7 @@ def _hyperparameters(p: _Parser, v: Any, path: str, track, optimizer: str | None
     from .tracks import HYPERPARAMETERS
 
     if not isinstance(v, dict):
-        p.bad(path, f"expected an object, got {_kind(v)}")
-        return None
+        return p.bad(path, f"expected an object, got {_kind(v)}")
     out: dict[str, Any] = {}
     n0 = len(p.problems)
     for k, x in v.items():
@@ -329,8 +318,7 @@ def _hyperparameters(p: _Parser, v: Any, path: str, track, optimizer: str | None
         try:
             validate_spec(OptimizerSpec(name=optimizer, **out))
         except UserError as e:
-            p.bad(path, str(e))
-            return None
+            return p.bad(path, str(e))
     return tuple(sorted(out.items())) if ok else None
 
 
@@ -359,11 +347,9 @@ def _threshold(p: _Parser, v: Any, path: str, track) -> ThresholdDecl | None:
 
 def _runs(p: _Parser, v: Any, path: str) -> tuple[RunRef, ...] | None:
     if not isinstance(v, list):
-        p.bad(path, f"expected an array, got {_kind(v)}")
-        return None
+        return p.bad(path, f"expected an array, got {_kind(v)}")
     if len(v) > MAX_RUNS:
-        p.bad(path, f"{len(v)} runs, more than {MAX_RUNS}")
-        return None
+        return p.bad(path, f"{len(v)} runs, more than {MAX_RUNS}")
     out, ok = [], True
     for i, r in enumerate(v):
         rp = f"{path}[{i}]"
@@ -401,25 +387,20 @@ def run_path(p: _Parser, v: Any, path: str) -> str | None:
         return None
     parts = s.split("/")
     if ".." in parts:
-        p.bad(path, f"{_short(s)}: path traversal ('..') is not allowed")
-        return None
+        return p.bad(path, f"{_short(s)}: path traversal ('..') is not allowed")
     for part in parts:
         if part in ("", ".") or not _PART.fullmatch(part):
-            p.bad(path, f"{_short(s)}: each part must be a plain name of [A-Za-z0-9_.=+,@-]")
-            return None
+            return p.bad(path, f"{_short(s)}: each part must be a plain name of [A-Za-z0-9_.=+,@-]")
     if len(parts) > 8:
-        p.bad(path, f"{_short(s)}: more than 8 levels deep")
-        return None
+        return p.bad(path, f"{_short(s)}: more than 8 levels deep")
     return s
 
 
 def _scores(p: _Parser, v: Any, path: str) -> tuple[tuple[str, Any], ...] | None:
     if not isinstance(v, dict):
-        p.bad(path, f"expected an object, got {_kind(v)}")
-        return None
+        return p.bad(path, f"expected an object, got {_kind(v)}")
     if len(v) > 50:
-        p.bad(path, "more than 50 scores")
-        return None
+        return p.bad(path, "more than 50 scores")
     out, ok = [], True
     for k, x in v.items():
         f = _join(path, k)
@@ -436,8 +417,7 @@ def _scores(p: _Parser, v: Any, path: str) -> tuple[tuple[str, Any], ...] | None
 
 def _authors(p: _Parser, v: Any) -> tuple[str, ...] | None:
     if not isinstance(v, list) or not 1 <= len(v) <= 50:
-        p.bad("authors", f"expected an array of 1 to 50 names, got {_kind(v)}")
-        return None
+        return p.bad("authors", f"expected an array of 1 to 50 names, got {_kind(v)}")
     out = [p.string(a, f"authors[{i}]", max_len=200) for i, a in enumerate(v)]
     return None if None in out else tuple(out)
 
@@ -488,10 +468,8 @@ def _parse_manifest(data: Any, file: str) -> Manifest:
     paper = get("paper", lambda v: p.string(v, "paper", _URL, 500, "an http(s) URL"))
     code = get("code", lambda v: _code(p, v))
     tracks: list[tuple[str, TrackEntry]] = []
-    t = d.get("tracks")
-    if "tracks" not in d:
-        pass  # reported as missing
-    elif not isinstance(t, dict) or not t:
+    t = d.get("tracks", {})  # none: reported as missing
+    if "tracks" in d and (not isinstance(t, dict) or not t):
         p.bad("tracks", f"expected an object with at least one track, got {_kind(t)}")
     else:
         for name, te in t.items():

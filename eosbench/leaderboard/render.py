@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..latex import tex_escape
 from . import ENTRY_SCHEMA
 from .manifest import loads_strict
-from .tracks import TRACKS
+from .tracks import TRACKS, option_text
 
 COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 ENTRY_LIMIT = 16 * 2**20
@@ -50,9 +50,8 @@ def load_entries(directory: Path) -> list[dict[str, Any]]:
             raise UserError(f"{path}: not a leaderboard entry (schema {ENTRY_SCHEMA!r})")
         if e.get("id") != path.stem:
             raise UserError(f"{path}: its id {e.get('id')!r} is not its file name")
-        for k in ("method", "authors", "paper", "code", "tracks"):
-            if k not in e:
-                raise UserError(f"{path}: {k}: missing")
+        if missing := [k for k in ("method", "authors", "paper", "code", "tracks") if k not in e]:
+            raise UserError(f"{path}: {missing[0]}: missing")
         entries.append(e)
     return entries
 
@@ -71,13 +70,8 @@ def fmt(x: Any, digits: int = 3) -> str:
 
 def _hyper(track: dict[str, Any]) -> str:
     hp = track.get("hyperparameters") or {}
-    return ", ".join(f"{k}={_value(v)}" for k, v in sorted(hp.items())) or "defaults"
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return {True: "true", False: "false", None: "none"}[v]
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    pairs = sorted(hp.items())
+    return ", ".join(f"{k}={option_text(v, '{:g}'.format)}" for k, v in pairs) or "defaults"
 
 
 def md_escape(s: str) -> str:
@@ -259,36 +253,30 @@ def sharpness_svg(entry: dict[str, Any], width: int = 420, height: int = 200) ->
     ]
     y = 0.0
     while y <= ymax + 1e-9:
-        parts.append(
-            f'<text x="{left - 6}" y="{float(Y(y)) + 4:.1f}" text-anchor="end" '
-            f'font-size="11">{y:g}</text>'
-        )
+        parts.append(_label(left - 6, f"{float(Y(y)) + 4:.1f}", f"{y:g}", "end"))
         y += 0.5
-    for v in (0, xmax // 2, xmax):
-        parts.append(
-            f'<text x="{X(v)}" y="{top + ph + 14}" text-anchor="middle" font-size="11">{v}</text>'
-        )
-    parts.append(
-        f'<text x="{left + pw / 2:.1f}" y="{height - 4}" text-anchor="middle" '
-        f'font-size="11">step</text>'
-        f'<text x="12" y="{top + ph / 2:.1f}" text-anchor="middle" font-size="11" '
-        f'transform="rotate(-90 12 {top + ph / 2:.1f})">q / T</text>'
-    )
+    parts += [_label(X(v), top + ph + 14, v, "middle") for v in (0, xmax // 2, xmax)]
+    mid = f"{top + ph / 2:.1f}"
+    parts.append(_label(f"{left + pw / 2:.1f}", height - 4, "step", "middle"))
+    parts.append(_label(12, mid, "q / T", "middle", f' transform="rotate(-90 12 {mid})"'))
     parts.append(
         f'<line x1="{left}" y1="{Y(1)}" x2="{left + pw}" y2="{Y(1)}" stroke="#000" '
-        f'stroke-dasharray="5,4"/>'
-        f'<text x="{left + pw + 4}" y="{float(Y(1)) + 4:.1f}" font-size="11">T</text>'
+        f'stroke-dasharray="5,4"/>' + _label(left + pw + 4, f"{float(Y(1)) + 4:.1f}", "T")
     )
     for i, s in enumerate(sorted(series, key=lambda s: (s["task"], s["seed"]))):
-        color = COLORS[i % len(COLORS)]
+        color, y = COLORS[i % len(COLORS)], top + 14 + 14 * i
         pts = " ".join(f"{X(p[0])},{Y(p[1])}" for p in s["points"])
-        parts.append(
-            f'<polyline fill="none" stroke="{color}" stroke-width="1.3" points="{pts}"/>'
-            f'<text x="{left + pw + 4}" y="{top + 14 + 14 * i}" font-size="11" '
-            f'fill="{color}">seed {int(s["seed"])}</text>'
-        )
+        line = f'<polyline fill="none" stroke="{color}" stroke-width="1.3" points="{pts}"/>'
+        seed = f"seed {int(s['seed'])}"
+        parts.append(line + _label(left + pw + 4, y, seed, more=f' fill="{color}"'))
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _label(x: Any, y: Any, text: Any, anchor: str | None = None, more: str = "") -> str:
+    """An SVG ``<text>`` of font size 11 at ``(x, y)``; ``more``: attributes after the size."""
+    a = f' text-anchor="{anchor}"' if anchor else ""
+    return f'<text x="{x}" y="{y}"{a} font-size="11"{more}>{text}</text>'
 
 
 # --- output -------------------------------------------------------------------------------------

@@ -55,17 +55,19 @@ def scan(root: Path, limits: Limits) -> tuple[dict[str, int], list[Problem]]:
     total = 0
     root_real = root.resolve()
 
+    def bad(rel: str, message: str) -> None:
+        problems.append(Problem(rel, "-", message))
+
     def walk(d: Path, rel: str, depth: int) -> None:
         nonlocal total
         try:
             entries = sorted(os.scandir(d), key=lambda e: e.name)
         except OSError as e:
-            problems.append(Problem(rel or ".", "-", f"cannot list the directory ({e.strerror})"))
-            return
+            return bad(rel or ".", f"cannot list the directory ({e.strerror})")
         for e in entries:
             r = f"{rel}/{e.name}" if rel else e.name
             if len(files) + len(problems) > limits.files:
-                problems.append(Problem(r, "-", f"more than {limits.files} files: stopped here"))
+                bad(r, f"more than {limits.files} files: stopped here")
                 raise _TooMany
             st = e.stat(follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
@@ -78,12 +80,10 @@ def scan(root: Path, limits: Limits) -> tuple[dict[str, int], list[Problem]]:
                     if target is not None and target.is_relative_to(root_real)
                     else f"pointing outside the submission ({target or 'a loop'})"
                 )
-                problems.append(
-                    Problem(r, "-", f"symbolic link {where}: a submission holds plain files only")
-                )
+                bad(r, f"symbolic link {where}: a submission holds plain files only")
             elif stat.S_ISDIR(st.st_mode):
                 if depth >= limits.depth:
-                    problems.append(Problem(r, "-", f"more than {limits.depth} levels deep"))
+                    bad(r, f"more than {limits.depth} levels deep")
                 else:
                     walk(Path(d, e.name), r, depth + 1)
             elif stat.S_ISREG(st.st_mode):
@@ -91,18 +91,14 @@ def scan(root: Path, limits: Limits) -> tuple[dict[str, int], list[Problem]]:
                 total += st.st_size
                 limit = limits.manifest_bytes if r == MANIFEST else limits.file_bytes
                 if st.st_size > limit:
-                    problems.append(
-                        Problem(r, "-", f"{_mb(st.st_size)}, over the limit of {_mb(limit)}")
-                    )
+                    bad(r, f"{_mb(st.st_size)}, over the limit of {_mb(limit)}")
             else:
-                problems.append(Problem(r, "-", "not a regular file (device, pipe or socket)"))
+                bad(r, "not a regular file (device, pipe or socket)")
 
     with contextlib.suppress(_TooMany):
         walk(root, "", 0)
     if total > limits.total_bytes:
-        problems.append(
-            Problem(".", "-", f"{_mb(total)} in all, over the limit of {_mb(limits.total_bytes)}")
-        )
+        bad(".", f"{_mb(total)} in all, over the limit of {_mb(limits.total_bytes)}")
     return files, problems
 
 

@@ -36,6 +36,7 @@ they covered (``run.json``), wall time, and the devices.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -124,16 +125,8 @@ class StabilityTrack(Track):
             raise ValueError(f"the {self.name} track scores by a declared threshold")
         per_run, series, T = [], [], threshold.value
         for r in runs:
-            s = stability_run(r, threshold)
-            per_run.append(
-                {
-                    "task": r.task.name,
-                    "seed": r.seed,
-                    "status": r.status,
-                    **s,
-                    "claims": {v.claim: v.verdict for v in r.verdicts},
-                }
-            )
+            claims = {v.claim: v.verdict for v in r.verdicts}
+            per_run.append(_per_run(r, **stability_run(r, threshold), claims=claims))
             steps, q = r.values(threshold.quantity)  # the plot: [[step, q/T], ...], 5 decimals
             points = [[int(t), round(float(v) / T, 5)] for t, v in zip(steps, q, strict=True)]
             series.append({"task": r.task.name, "seed": r.seed, "points": points})
@@ -190,15 +183,8 @@ class GeneralizationTrack(Track):
         per_run = []
         for r in runs:
             _, sh = r.values("sharpness")
-            per_run.append(
-                {
-                    "task": r.task.name,
-                    "seed": r.seed,
-                    "status": r.status,
-                    "test_acc": _num(final_test_acc(r)),
-                    "final_sharpness": _num(sh[-1]) if len(sh) else None,
-                }
-            )
+            final = _num(sh[-1]) if len(sh) else None
+            per_run.append(_per_run(r, test_acc=_num(final_test_acc(r)), final_sharpness=final))
         acc = [p["test_acc"] for p in per_run]
         sharp = [p["final_sharpness"] for p in per_run if p["final_sharpness"] is not None]
         n = len(acc)
@@ -325,18 +311,18 @@ def hyperparameters_of(spec: OptimizerSpec, track: Track) -> dict[str, Any]:
     }
 
 
+def option_text(v: Any, float_text: Callable[[float], str] = repr) -> str:
+    """An optimizer field's value as ``--set`` spells it: none, true, false, floats by
+    ``float_text`` (``repr`` by default: exact)."""
+    if isinstance(v, bool) or v is None:
+        return {True: "true", False: "false", None: "none"}[v]
+    return float_text(v) if isinstance(v, float) else str(v)
+
+
 def spec_overrides(task: Task, spec: OptimizerSpec) -> list[str]:
     """``--set`` overrides that turn ``task``'s optimizer into ``spec``."""
-
-    def text(v: Any) -> str:
-        if v is None:
-            return "none"
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        return repr(v) if isinstance(v, float) else str(v)
-
     return [
-        f"optimizer.{f.name}={text(getattr(spec, f.name))}"
+        f"optimizer.{f.name}={option_text(getattr(spec, f.name))}"
         for f in fields(OptimizerSpec)
         if getattr(spec, f.name) != getattr(task.optimizer, f.name)
         or type(getattr(spec, f.name)) is not type(getattr(task.optimizer, f.name))
@@ -358,6 +344,11 @@ def _num(x: Any) -> Any:
 
 def _median(xs: list[float]) -> float | None:
     return _num(np.median(xs)) if xs else None
+
+
+def _per_run(r: Run, **stats: Any) -> dict[str, Any]:
+    """A run's record in the scores: its task, seed and status, and the track's ``stats``."""
+    return {"task": r.task.name, "seed": r.seed, "status": r.status, **stats}
 
 
 def stability_run(r: Run, threshold: Threshold) -> dict[str, Any]:

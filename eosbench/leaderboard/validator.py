@@ -92,24 +92,11 @@ def builtin_optimizers() -> frozenset[str]:
     """The optimizers eosbench itself registers (looked up without loading any plug-in)."""
     from ..optim import OPTIMIZERS
 
-    return frozenset(
-        n
-        for n in OPTIMIZERS.list(entry_points=False)
-        if getattr(OPTIMIZERS.get(n, entry_points=False).build, "__module__", "").startswith(
-            "eosbench."
-        )
-    )
+    def module(name: str) -> str:
+        return getattr(OPTIMIZERS.get(name, entry_points=False).build, "__module__", "")
 
-
-def builtin_threshold(spec: OptimizerSpec) -> Threshold:
-    """The stability threshold of a built-in optimizer (:func:`eosbench.optim.threshold`
-    without loading any plug-in); :class:`~eosbench.optim.ThresholdError` where it has none."""
-    from ..optim import OPTIMIZERS
-    from ..optim import validate as validate_spec
-
-    entry = OPTIMIZERS.get(spec.name, entry_points=False)
-    validate_spec(spec)
-    return entry.threshold(spec)
+    names = OPTIMIZERS.list(entry_points=False)
+    return frozenset(n for n in names if module(n).startswith("eosbench."))
 
 
 def threshold_mismatch(decl: ThresholdDecl, t: Threshold, whose: str) -> str | None:
@@ -173,6 +160,7 @@ class _Checker:
         self._checksums: dict[Any, str | None] = {}
 
     def bad(self, file: str, fld: str, msg: str) -> None:
+        """Report a problem; None, so that ``return c.bad(...)`` reports and gives up."""
         self.problems.append(Problem(file, fld, msg))
 
     def dataset_checksum(self, task: Task) -> str | None:
@@ -248,12 +236,14 @@ def _check_version(c: _Checker, manifest: Manifest, runs: list[Run]) -> None:
 def _check_threshold(c: _Checker, where: str, spec: OptimizerSpec, decl: ThresholdDecl) -> bool:
     """Whether the declared threshold is the built-in optimizer's (reported where not); a
     declaration for another optimizer is taken as it is."""
-    from ..optim import ThresholdError
+    from ..optim import OPTIMIZERS, ThresholdError
+    from ..optim import validate as validate_spec
 
     if spec.name not in builtin_optimizers():
         return True
-    try:
-        t = builtin_threshold(spec)
+    try:  # eosbench.optim.threshold without loading any plug-in
+        validate_spec(spec)
+        t = OPTIMIZERS.get(spec.name, entry_points=False).threshold(spec)
     except (ThresholdError, UserError) as e:
         c.bad(MANIFEST, f"{where}.threshold", f"the built-in optimizer has none: {e}")
         return False
@@ -328,11 +318,9 @@ def _validate_run(c: _Checker, files, over, fld, track, spec, r, threshold, judg
     root_real = c.root.resolve()
     target = (root_real / r.path).resolve()
     if not target.is_relative_to(root_real):
-        c.bad(MANIFEST, f"{fld}.path", f"{r.path!r} escapes the submission directory")
-        return None
+        return c.bad(MANIFEST, f"{fld}.path", f"{r.path!r} escapes the submission directory")
     if not target.is_dir():
-        c.bad(MANIFEST, f"{fld}.path", f"{r.path!r} is not a directory of the submission")
-        return None
+        return c.bad(MANIFEST, f"{fld}.path", f"{r.path!r} is not a directory of the submission")
     data: dict[str, bytes] = {}
     for name in RUN_FILES:
         rel = f"{r.path}/{name}"
@@ -349,7 +337,7 @@ def _validate_run(c: _Checker, files, over, fld, track, spec, r, threshold, judg
         digest = hashlib.sha256(data[name]).hexdigest()
         if digest != r.sha256(name):
             c.bad(rel, "-", f"SHA-256 {digest[:16]}... differs from manifest.json's "
-                            f"{r.sha256(name)[:16]}... (the file changed after the manifest)")  # fmt: skip
+                  f"{r.sha256(name)[:16]}... (the file changed after the manifest)")  # fmt: skip
     if len(data) != len(RUN_FILES):
         return None
     task = replace(_registered(r.task), optimizer=spec)  # as registered, the entry's optimizer
@@ -364,8 +352,7 @@ def _validate_run(c: _Checker, files, over, fld, track, spec, r, threshold, judg
     try:
         verdicts = evaluate(task, run, threshold=threshold)
     except (UserError, ValueError) as e:
-        c.bad(f"{r.path}/metrics.jsonl", "-", f"the claims cannot be evaluated: {e}")
-        return None
+        return c.bad(f"{r.path}/metrics.jsonl", "-", f"the claims cannot be evaluated: {e}")
     _compare_claims(c, f"{r.path}/claims.json", claims, verdicts)
     if len(c.problems) > n0:
         return None
@@ -376,8 +363,7 @@ def _parse(c: _Checker, rel: str, data: bytes) -> Any:
     try:
         return loads_strict(data)
     except ValueError as e:
-        c.bad(rel, "-", str(e))
-        return None
+        return c.bad(rel, "-", str(e))
 
 
 def _is_int(v: Any) -> bool:
@@ -395,8 +381,7 @@ def _check_run_json(c: _Checker, rel: str, data: bytes, task: Task, r) -> dict |
     if meta is None:
         return None
     if not isinstance(meta, dict):
-        c.bad(rel, "-", "expected a JSON object")
-        return None
+        return c.bad(rel, "-", "expected a JSON object")
     n0 = len(c.problems)
     spec = {
         "task": dict,
@@ -437,12 +422,9 @@ def _check_run_json(c: _Checker, rel: str, data: bytes, task: Task, r) -> dict |
         c.bad(rel, "task", f"{len(diffs) - 10} more fields differ from the registered task")
     recorded = None if (t := recorded_task(meta)) is None else content_hash(t)
     if not diffs and meta["task_hash"] != recorded:
-        c.bad(
-            rel,
-            "task_hash",
-            f"{meta['task_hash'][:16]}... is not the content hash of the task run.json "
-            f"records ({(recorded or 'none: its claims do not parse')[:16]}...)",
-        )
+        ours = (recorded or "none: its claims do not parse")[:16]
+        c.bad(rel, "task_hash", f"{meta['task_hash'][:16]}... is not the content hash of the task "
+                                f"run.json records ({ours}...)")  # fmt: skip
     prov = meta["provenance"]
     for k in PROVENANCE_KEYS:
         v = prov.get(k)
@@ -451,19 +433,11 @@ def _check_run_json(c: _Checker, rel: str, data: bytes, task: Task, r) -> dict |
     if isinstance(prov.get("dataset_checksum"), str) and not diffs:
         here = c.dataset_checksum(task)
         if here is not None and here != prov["dataset_checksum"]:
-            c.bad(
-                rel,
-                "provenance.dataset_checksum",
-                f"{prov['dataset_checksum'][:16]}... is not the checksum of the data set here "
-                f"({here[:16]}...)",
-            )
+            c.bad(rel, "provenance.dataset_checksum", f"{prov['dataset_checksum'][:16]}... is not "
+                  f"the checksum of the data set here ({here[:16]}...)")  # fmt: skip
     steps = task.schedule.steps
-    if (
-        meta["status"] == "completed"
-        and steps is not None
-        and meta.get("stop_reason") is None
-        and meta["step"] != steps
-    ):
+    early = steps is not None and meta["step"] != steps and meta.get("stop_reason") is None
+    if meta["status"] == "completed" and early:
         c.bad(rel, "step", f"the run ended at step {meta['step']} of the task's {steps}")
     return meta if len(c.problems) == n0 else None
 
@@ -472,42 +446,33 @@ def _check_metrics(c: _Checker, rel: str, data: bytes, meta: dict | None) -> lis
     try:
         lines = loads_records(data)
     except LineError as e:
-        c.bad(rel, f"line {e.line}", str(e))
-        return None
+        return c.bad(rel, f"line {e.line}", str(e))
     except ValueError as e:
-        c.bad(rel, "-", str(e))
-        return None
+        return c.bad(rel, "-", str(e))
     records: list[dict[str, Any]] = []
     last = -1
     for i, rec in lines:
         if not isinstance(rec, dict) or not _is_int(rec.get("step")):
-            c.bad(rel, f"line {i}", "expected an object with an integer 'step'")
-            return None
+            return c.bad(rel, f"line {i}", "expected an object with an integer 'step'")
         for k, v in rec.items():
             if v is not None and not _is_num(v):
-                c.bad(rel, f"line {i}", f"{k}: expected a number or null, got {_j(v)}")
-                return None
+                return c.bad(rel, f"line {i}", f"{k}: expected a number or null, got {_j(v)}")
         if rec["step"] <= last:
-            c.bad(rel, f"line {i}", f"step {rec['step']} does not follow step {last}")
-            return None
+            return c.bad(rel, f"line {i}", f"step {rec['step']} does not follow step {last}")
         last = rec["step"]
         records.append(rec)
     if not records:
-        c.bad(rel, "-", "no records")
-        return None
+        return c.bad(rel, "-", "no records")
     if meta is not None and _is_int(meta.get("step")) and last != meta["step"]:
-        c.bad(rel, "-", f"the last record is step {last}, run.json says step {meta['step']}")
-        return None
+        return c.bad(rel, "-", f"the last record is step {last}, run.json says step {meta['step']}")
     return records
 
 
 def _compare_claims(c: _Checker, rel: str, claims: Any, verdicts) -> None:
     if not isinstance(claims, list) or not all(isinstance(x, dict) for x in claims):
-        c.bad(rel, "-", "expected an array of verdict objects")
-        return
+        return c.bad(rel, "-", "expected an array of verdict objects")
     if len(claims) != len(verdicts):
-        c.bad(rel, "-", f"{len(claims)} verdicts, but the task has {len(verdicts)} claims")
-        return
+        return c.bad(rel, "-", f"{len(claims)} verdicts, but the task has {len(verdicts)} claims")
     for i, (got, v) in enumerate(zip(claims, verdicts, strict=True)):
         keys = ("claim", "verdict", "expected", "measured", "target")
         _compare(c, rel, f"[{i}].", keys, got, v.to_dict(), _j)
