@@ -316,6 +316,22 @@ def test_normalized_sharpness_pairs_lr_and_sharpness_of_the_same_step():
     assert e == pytest.approx([50.0] * 6)
 
 
+def test_normalized_sharpness_averages_an_alternating_step_over_the_span():
+    from eosbench.claims.tuners import normalized_sharpness
+    from eosbench.record import Run
+    from eosbench.task import MeasurementSpec, Task
+
+    recs = [{"step": t, "lr": 0.4 if t % 2 == 0 else 0.1, **({"sharpness": 10.0} if t % 20 == 0 else {})}
+            for t in range(100)]  # fmt: skip
+    task = Task(name="synthetic", measurements=(MeasurementSpec("sharpness", every=20),))
+    run = Run.synthetic(recs, task=task)
+    assert normalized_sharpness(run, task, span=1)[1] == pytest.approx([2.0] * 5)  # long steps only
+    assert normalized_sharpness(run, task, span=2)[1] == pytest.approx([1.25] * 5)
+    assert normalized_sharpness(run, task)[1] == pytest.approx([1.25] * 5)  # span = every = 20
+    with pytest.raises(ValueError):
+        normalized_sharpness(run, task, span=0)
+
+
 def test_below_edge_passes_for_an_undershooting_sharpening_run_and_fails_otherwise():
     from eosbench.claims.tuners import tuner_below_edge
     from eosbench.record import Run
@@ -366,3 +382,23 @@ def test_claims_are_registered_for_evaluate():
     assert [v.verdict for v in verdicts] == ["PASS", "FAIL"]
     assert all(v.as_expected for v in verdicts)
     assert "tuner_at_edge" in CLAIMS.list()
+
+
+def test_tuner_figure_only_with_tuned_runs_and_deterministic(tmp_path):
+    from eosbench.record import Run
+    from eosbench.report.tuners import write_tuner_figures
+    from eosbench.task import Task
+
+    def run(opt, seed=0):
+        task = Task(name=f"digits/x/{opt.name}", optimizer=opt)
+        recs = _series(lambda t: 0.6, lambda t: 5.0 + 0.01 * t, steps=200, lr=opt.name != "sgd")
+        return Run.synthetic(recs, task=task, seed=seed)
+
+    gd = run(OptimizerSpec(name="sgd", lr=0.1))
+    assert write_tuner_figures([gd], tmp_path) == []
+    runs = [gd, run(OptimizerSpec(name="cdat", lr=10.0, cdat_sigma=2.0)),
+            run(OptimizerSpec(name="polyak", lr=10.0)), run(OptimizerSpec(name="polyak"), 1)]  # fmt: skip
+    first = write_tuner_figures(runs, tmp_path / "a")
+    second = write_tuner_figures(runs, tmp_path / "b")
+    assert [p.name for p in first] == ["tuners.png", "tuners.pdf"]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(first, second, strict=True))

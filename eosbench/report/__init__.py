@@ -17,6 +17,7 @@ from ..record import Run
 from .figures import write_figures
 from .generalization import write_generalization
 from .tables import load_runs, write_tables
+from .tuners import write_tuner_figures
 
 
 def print_verdicts(
@@ -90,6 +91,7 @@ def write_report(
     written = write_tables(frames, out, title)
     written += write_generalization(frames["runs"], runs, list(comparisons), out, title)
     written += write_figures(runs, out)
+    written += write_tuner_figures(runs, out)  # only where tuned optimizers ran
     index = {
         "title": title,
         "runs": [r.id for r in runs],
