@@ -140,8 +140,20 @@ def _diff(expected: Any, got: Any, path: str, out: list[str]) -> None:
 
 
 def _computation(task: Any) -> Any:
-    """A task's JSON form without its claims (what a run computes)."""
-    return {k: v for k, v in task.items() if k != "claims"} if isinstance(task, dict) else task
+    """A task's JSON form without its claims (what a run computes), each spec's fields that
+    the record leaves out at their defaults: a record made before a field existed computed
+    its default (the content hash leaves defaults out for the same reason)."""
+    if not isinstance(task, dict):
+        return task
+    defaults = to_dict(Task(name=""))
+    return {
+        k: {**defaults[k], **v} if k in SPECS and isinstance(v, dict) else v
+        for k, v in task.items()
+        if k != "claims"
+    }
+
+
+SPECS = ("data", "model", "optimizer", "schedule")
 
 
 def _j(v: Any) -> str:
