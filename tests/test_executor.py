@@ -33,7 +33,8 @@ GD = replace(
 SGD = replace(
     GD, name="exec/sgd", optimizer=OptimizerSpec(name="sgd", lr=0.05, momentum=0.9, batch_size=32)
 )
-BAD = replace(GD, name="exec/bad", optimizer=OptimizerSpec(name="sgd", lr=-1.0))  # fails in the job
+# passes the checks made before any run starts, fails in the job (once its data are loaded)
+BAD = replace(GD, name="exec/bad", optimizer=OptimizerSpec(name="sgd", lr=0.1, batch_size=10**6))
 THREADS = torch.get_num_threads()  # the same in the jobs: float reductions depend on it
 
 
@@ -143,8 +144,8 @@ def test_failed_job_is_reported_and_reproduce_exits_nonzero(tmp_path, monkeypatc
     ):
         assert main(argv) == 1
     out, err = capsys.readouterr()
-    assert "exec/bad seed 0 (job " in err and "optimizer.lr=-1.0 must be > 0" in err
-    assert "    |   File " in err and "in build_optimizer" in err  # its stderr's tail
+    assert "exec/bad seed 0 (job " in err and "optimizer.batch_size=1000000 exceeds" in err
+    assert "    |   File " in err and "in check_fit" in err  # its stderr's tail
     assert "1 of 2 runs failed" in err
     assert "exec/gd seed 0: done" in err
     # the runs that finished are checked and reported as usual

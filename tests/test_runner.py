@@ -133,6 +133,8 @@ def test_run_path_is_the_name_for_the_registered_task_else_the_computation(tmp_p
 def test_trainer_state_round_trips_through_a_checkpoint(tmp_path):
     """A trainer stopped at a checkpoint and a fresh one loaded from it continue to the
     series of one that ran through; a checkpoint of another seed is not loaded."""
+    import io
+
     import torch
 
     from eosbench import checkpoint
@@ -166,11 +168,17 @@ def test_trainer_state_round_trips_through_a_checkpoint(tmp_path):
 
     stopped.train(lambda: None, save, term)
     assert stopped.outcome == {"status": "interrupted"} and stopped.step == 20
-    saved = torch.load(tmp_path / checkpoint.FILE, weights_only=False)
-    assert saved.keys() == {"computation_hash", "seed", *stopped.state_dict()}
-    assert not checkpoint.restore(trainer(seed=1), tmp_path)
+    path = tmp_path / checkpoint.FILE
+    header, payload = checkpoint.read(path, checkpoint._owner(stopped))
+    assert header["step"] == 20 and header["seed"] == 0
+    saved = torch.load(io.BytesIO(payload), weights_only=False)
+    assert saved.keys() == stopped.state_dict().keys()
+    kept = path.read_bytes()
+    assert checkpoint.restore(trainer(seed=1), tmp_path) == "rejected"  # another run's
+    assert not path.exists() and (tmp_path / checkpoint.REJECTED).read_bytes() == kept
+    path.write_bytes(kept)
     resumed = trainer()
-    assert checkpoint.restore(resumed, tmp_path) and resumed.step == 20
+    assert checkpoint.restore(resumed, tmp_path) == "restored" and resumed.step == 20
     resumed.train(lambda: None)
     assert timeless(resumed.records) == timeless(through.records)
     assert resumed.costs()["gradient_evaluations"] == through.costs()["gradient_evaluations"]
