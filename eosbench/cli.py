@@ -279,13 +279,13 @@ def cmd_tasks(a: argparse.Namespace) -> int:
 
 def cmd_run(a: argparse.Namespace) -> int:
     from .runner import run
-    from .suites import TASKS
+    from .suites import TASKS, is_registered
     from .task import apply_overrides
 
     task = apply_overrides(TASKS.get(a.task), a.overrides)
     seed = a.seed if a.seed is not None else task.seeds[0]
     opts = _run_options(a)
-    print(run(task, seed, opts))
+    print(run(task, seed, opts, registered=is_registered(task)))
     return 0
 
 
@@ -338,11 +338,11 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
         check_task(task, seed)
     failures: list = []
     if eo.executor == "pool":
-        rdirs = run_many(jobs, opts, a.jobs)
+        rdirs = run_many(jobs, opts, a.jobs, registered=True)
     else:
         from .cluster import submit_many
 
-        rdirs, failures = submit_many(jobs, opts, eo)
+        rdirs, failures = submit_many(jobs, opts, eo, registered=True)
     ok = not failures
     if rdirs:
         results = [(rdir, check_run(rdir)) for rdir in rdirs]

@@ -140,6 +140,7 @@ class RunJob:
     seed: int
     opts: RunOptions
     threads: int | None = None  # torch threads; None: the CPUs this process may use
+    registered: bool = False  # the task is the registered one (runner.run_path)
 
     def __call__(self) -> Path:
         import torch
@@ -164,7 +165,7 @@ class RunJob:
             signal.signal(sig, on_preempt)
             installed = True
         try:
-            return _run_job((self.task, self.seed, self.opts))
+            return _run_job((self.task, self.seed, self.opts, self.registered))
         except KeyboardInterrupt:
             if received and callable(submitit_handler):
                 submitit_handler(received[0], None)  # requeues self.checkpoint(), then exits
@@ -230,7 +231,7 @@ def make_executor(eo: ExecutorOptions, folder: Path):
 
 
 def submit_many(
-    jobs: list[tuple[Task, int]], opts: RunOptions, eo: ExecutorOptions
+    jobs: list[tuple[Task, int]], opts: RunOptions, eo: ExecutorOptions, registered: bool = False
 ) -> tuple[list[Path], list[Failure]]:
     """Run (task, seed) pairs as submitit jobs and wait for them all; the run directories of
     the runs that finished (in the order of ``jobs``) and the failures.  Progress goes to
@@ -249,11 +250,11 @@ def submit_many(
     root = Path(opts.out).absolute()  # jobs may start in another directory
     job_opts = replace(opts, out=root)
     for i, (task, seed) in enumerate(jobs):
-        rdir = run_path(task, seed, opts)
+        rdir = run_path(task, seed, opts, registered)
         if not opts.force and store.finished_run(rdir, computation_hash(task), seed):
             done[i] = rdir
         else:
-            todo.append((i, RunJob(task, seed, job_opts, threads)))
+            todo.append((i, RunJob(task, seed, job_opts, threads, registered)))
     _say(
         f"{eo.executor}: {len(todo)} of {n} runs to run as jobs ({len(done)} finished before); "
         f"logs under {Path(opts.out) / LOG_DIR}"

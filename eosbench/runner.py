@@ -376,21 +376,13 @@ class _Trainer:
 # one run: its directory, its record, its execution
 
 
-def run_path(task: Task, seed: int, opts: RunOptions, registered: bool | None = None) -> Path:
-    """The run directory of ``task`` with ``seed``: ``<out>/<slug(name)>/seed-<k>`` if it is
-    ``registered`` (computes what the registered task of its name computes: its claims may
-    differ), else the name gets ``@`` and the start of its computation hash.  The caller
-    says which (``None``, for callers that do not say: the registry is asked)."""
-    if registered is None:
-        registered = _registered(task)
+def run_path(task: Task, seed: int, opts: RunOptions, registered: bool = False) -> Path:
+    """The run directory of ``task`` with ``seed``: ``<out>/<slug(name)>/seed-<k>`` if the
+    caller says it is ``registered`` (computes what the registered task of its name computes,
+    :func:`eosbench.suites.is_registered`; its claims may differ), else the name gets ``@``
+    and the start of its computation hash."""
     variant = "" if registered else "@" + computation_hash(task)[:10]
     return store.run_dir(opts.out, slug(task.name) + variant, seed)
-
-
-def _registered(task: Task) -> bool:
-    from .suites import TASKS
-
-    return task.name in TASKS and computation_hash(TASKS.get(task.name)) == computation_hash(task)
 
 
 def _build_trainer(task: Task, seed: int, opts: RunOptions, data, loss_fn, device) -> _Trainer:
@@ -478,7 +470,7 @@ def _execute(trainer: _Trainer, rdir: Path, meta: dict[str, Any], device) -> Non
 
 
 def run(
-    task: Task, seed: int, opts: RunOptions = RunOptions(), *, registered: bool | None = None
+    task: Task, seed: int, opts: RunOptions = RunOptions(), *, registered: bool = False
 ) -> Path:
     """Run ``task`` with ``seed``; return its run directory (reused if already finished, the
     run continued from its checkpoint if interrupted).  ``registered``: see :func:`run_path`."""
@@ -516,15 +508,18 @@ def run(
 # many runs
 
 
-def _run_job(job: tuple[Task, int, RunOptions]) -> Path:
-    task, seed, opts = job
-    return run(task, seed, opts)
+def _run_job(job: tuple[Task, int, RunOptions, bool]) -> Path:
+    task, seed, opts, registered = job
+    return run(task, seed, opts, registered=registered)
 
 
-def run_many(jobs: list[tuple[Task, int]], opts: RunOptions, workers: int = 1) -> list[Path]:
+def run_many(
+    jobs: list[tuple[Task, int]], opts: RunOptions, workers: int = 1, registered: bool = False
+) -> list[Path]:
     """Run (task, seed) pairs, in this process or in ``workers`` spawned processes; the run
-    directories in the order of ``jobs``.  Progress goes to standard error."""
-    work = [(t, s, opts) for t, s in jobs]
+    directories in the order of ``jobs``.  ``registered``: the tasks are the registered ones
+    (:func:`run_path`).  Progress goes to standard error."""
+    work = [(t, s, opts, registered) for t, s in jobs]
     out: list[Path] = []
     if workers <= 1:
         for i, job in enumerate(work, 1):

@@ -96,7 +96,7 @@ def test_recalibrated_claims_reuse_the_run_and_judge_it(tmp_path, monkeypatch):
     from eosbench.claims import RECALIBRATED, check_run
 
     with TASKS.temporarily(SHORT.name, SHORT):  # SHORT as the registered task
-        rdir = run(SHORT, 0, opts(tmp_path))
+        rdir = run(SHORT, 0, opts(tmp_path), registered=True)
         assert "@" not in rdir.parent.name
         (v,) = check_run(rdir)  # 40 steps never reach 2/lr: not evaluable, FAIL
         assert (v.verdict, v.expected) == ("FAIL", "PASS") and RECALIBRATED not in v.detail
@@ -104,7 +104,7 @@ def test_recalibrated_claims_reuse_the_run_and_judge_it(tmp_path, monkeypatch):
         band = replace(SHORT.claims[0], expect="FAIL", options=options(band=(0.8, 1.2)))
         recalibrated = replace(SHORT, claims=(band,))
         with TASKS.temporarily(SHORT.name, recalibrated):
-            assert run(recalibrated, 0, opts(tmp_path)) == rdir  # reused, not run again
+            assert run(recalibrated, 0, opts(tmp_path), registered=True) == rdir  # reused
             assert (rdir / store.RUN_FILE).stat().st_mtime_ns == before
             (v,) = check_run(rdir)
             assert (v.verdict, v.expected) == ("FAIL", "FAIL") and v.detail.startswith(RECALIBRATED)
@@ -123,9 +123,14 @@ def test_run_path_is_the_name_for_the_registered_task_else_the_computation(tmp_p
     plain = tmp_path / slug(GD.name) / "seed-0"
     lr = apply_overrides(GD, ["optimizer.lr=0.05"])
     variant = tmp_path / f"{slug(GD.name)}@{computation_hash(lr)[:10]}" / "seed-0"
-    # the caller's word, else the registry's (claims do not count: they judge afterwards)
-    assert run_path(GD, 0, o) == run_path(replace(GD, claims=()), 0, o) == plain
+    # the caller's word (the runner knows no registry); claims do not count: they judge
+    # afterwards, so the registry says a task without its claims is the registered one
+    from eosbench.suites import is_registered
+
+    assert is_registered(GD) and is_registered(replace(GD, claims=())) and not is_registered(lr)
+    assert run_path(GD, 0, o, registered=True) == plain
     assert run_path(lr, 0, o) == run_path(lr, 0, o, registered=False) == variant
+    assert "@" in run_path(GD, 0, o).parent.name  # unsaid: not the registered one
     assert run_path(lr, 0, o, registered=True) == plain
     assert run(SHORT, 0, o, registered=True).parent.name == slug(SHORT.name)
 

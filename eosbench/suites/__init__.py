@@ -49,6 +49,14 @@ class Suite:
     comparisons: tuple[Comparison, ...] = ()
 
 
+def is_registered(task: Task) -> bool:
+    """Whether ``task`` computes what the registered task of its name computes (its claims
+    may differ: they judge runs afterwards); such runs get the plain run-directory name."""
+    from ..task import computation_hash
+
+    return task.name in TASKS and computation_hash(TASKS.get(task.name)) == computation_hash(task)
+
+
 def register(task: Task) -> Task:
     TASKS.register(task.name, task)
     return task
