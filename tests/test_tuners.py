@@ -346,6 +346,11 @@ def test_below_edge_passes_for_an_undershooting_sharpening_run_and_fails_otherwi
     flat = Run.synthetic(_series(lambda t: 0.55, lambda t: 5.0))
     v = tuner_below_edge(flat, _task(), hi=0.8, rise=0.1)
     assert v.verdict == "FAIL" and v.parts["below"] and not v.parts["rising"]
+    from eosbench.claims.tuners import tuner_sharpening
+
+    assert tuner_sharpening(at_edge, _task(), rise=0.1).verdict == "PASS"  # rising at the edge
+    v = tuner_sharpening(flat, _task(), rise=0.1)
+    assert v.verdict == "FAIL" and v.measured == pytest.approx(1.0)
 
 
 def test_at_edge_band_and_not_evaluable_cases():
@@ -361,7 +366,9 @@ def test_at_edge_band_and_not_evaluable_cases():
     v = tuner_at_edge(diverged, _task())
     assert v.verdict == "FAIL" and v.parts == {"evaluable": False, "why": "diverged"}
     bare = Run.synthetic([{"step": 0, "train_loss": 1.0}])
-    for claim in (tuner_at_edge, tuner_below_edge):
+    from eosbench.claims.tuners import tuner_sharpening
+
+    for claim in (tuner_at_edge, tuner_below_edge, tuner_sharpening):
         v = claim(bare, _task())
         assert v.verdict == "FAIL" and v.parts["why"] == "too_few_points"
     with pytest.raises(ValueError):

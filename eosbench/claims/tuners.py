@@ -30,6 +30,10 @@ is at most ``hi`` *and* the sharpness keeps rising there: the mean of its last `
 measurements in the window is at least :math:`(1+\text{rise})` times the mean of its first
 ``k``.
 
+``tuner_sharpening`` (Armijo "tends to ever-increase the sharpness"): the second part of
+``tuner_below_edge`` alone -- the sharpness still rises by :math:`(1+\text{rise})` across the
+window.
+
 ``tuner_at_edge`` (on the edge): the median of :math:`e_t` over the window lies in ``band``.
 
 Both are FAIL when not evaluable (diverged, fewer than ``min_points`` measurements in the
@@ -173,4 +177,41 @@ def tuner_at_edge(
         citation=CITATION,
         parts={"evaluable": True, "in_band": inside, "median": median, "n_points": len(e),
                "median_at_step": at_step},  # fmt: skip
+    )
+
+
+@CLAIMS.register("tuner_sharpening")
+def tuner_sharpening(
+    run: Run,
+    task: Task,
+    rise: float = 0.1,
+    k: int = 5,
+    window: tuple[float, float] = (0.5, 1.0),
+    quantity: str = "sharpness",
+    min_points: int = 10,
+    span: int | None = None,
+) -> Verdict:
+    """The sharpness keeps rising over the window (module docstring)."""
+    name = "tuner_sharpening"
+    w = _window(run, task, window, quantity, min_points, name, span)
+    if isinstance(w, Verdict):
+        return w
+    steps, e, q, _ = w
+    q0, q1 = float(q[:k].mean()), float(q[-k:].mean())
+    rising = q1 >= (1 + rise) * q0
+    detail = (
+        f"{quantity} {q0:.4g} -> {q1:.4g} (x{q1 / q0:.3g}; mean of the first/last {k} of the "
+        f"{len(q)} measurements in steps {steps[0]}-{steps[-1]}); median eta*{quantity}/2 "
+        f"there {float(np.median(e)):.3g}"
+    )
+    return Verdict(
+        name,
+        "PASS" if rising else "FAIL",
+        q1 / q0,
+        1 + rise,
+        f"{quantity} rises >= x{1 + rise:g} over the window",
+        detail,
+        citation=CITATION,
+        parts={"evaluable": True, "rising": rising, "q_start": q0, "q_end": q1,
+               "n_points": len(q)},  # fmt: skip
     )

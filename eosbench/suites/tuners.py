@@ -49,11 +49,31 @@ def tuner_task(name: str, opt: OptimizerSpec, claims=(), *, data=DIGITS, steps=S
     )
 
 
-# The claims (eosbench.claims.tuners) judge e_t = mean step x sharpness / 2 over the second
-# half of the run.  "Clearly below the edge": median e <= 0.8 with the sharpness still rising
-# by >= 10% across that half; "at the edge": median e in [0.9, 1.1] (the band of the GD edge
-# claims); Polyak "at the edge or slightly beyond": [0.9, 1.5].  Calibration: below.
+# The claims (eosbench.claims.tuners) judge e_t = mean step (over the 20 steps from t) x
+# sharpness / 2 over the second half of the run.  "Clearly below the edge": median e <= 0.8
+# with the sharpness still rising by >= 10% across that half; "at the edge": median e in
+# [0.9, 1.1] (the band of the GD edge claims); Polyak "at the edge or slightly beyond":
+# [0.9, 1.5].  The bands were set from what the papers state, before any seed ran.
+# Calibration on digits, seeds 0, 1, 2 (1,500 steps; median e, sharpness rise over the half):
+#   Armijo           e 0.998, 0.997, 0.998; rise x1.195, x1.187, x1.206
+#   greedy sigma=1   e 1.813, 1.239, 1.711 (its step alternates long/short: at the measured
+#                    step alone 3.04, 0.694, 2.82); rise x1.133, x1.178, x1.146
+#   greedy, EMA 0.9  e 0.997, 0.997, 0.997; rise x1.159, x1.168, x1.182
+#   Polyak           e 3.67, 3.57, 3.49 (at the measured step alone 1.20, 0.717, 0.813);
+#                    rise x1.167, x1.126, x1.167 (not claimed)
+#   CDAT sigma=2     e 1.044, 1.045, 1.054; rise x1.010, x1.013, x0.986
+# so "below the edge" (<= 0.8) FAILs for every greedy rule on every seed (they sit at the edge,
+# or above it, while sharpening), Polyak's [0.9, 1.5] FAILs (far beyond it), CDAT's [0.9, 1.1]
+# PASSes with margin 0.05; the sharpening (>= x1.1) holds for every greedy rule and fails for
+# CDAT sigma=2 (its negative control).  These FAILs are findings, recorded as such.  The
+# claim tuner_sharpening (the rise part of tuner_below_edge alone, with the x1.1 set before any
+# seed ran) was split out after seeds 0-2 ran.  Final training losses (seeds 0-2): Armijo
+# 0.0182, 0.0191, 0.0191; greedy 0.0119, 0.0185, 0.0138; greedy EMA 0.0195, 0.0209, 0.0211;
+# Polyak 0.0028, 0.0033, 0.0075; CDAT sigma=2 0.0125, 0.0131, 0.0141; constant 0.0114, 0.0145,
+# 0.0132.
 BELOW = ClaimSpec("tuner_below_edge", options=options(hi=0.8, rise=0.1))
+SHARPENING = ClaimSpec("tuner_sharpening", options=options(rise=0.1))
+NOT_SHARPENING = ClaimSpec("tuner_sharpening", expect="FAIL", options=options(rise=0.1))
 AT_EDGE = ClaimSpec("tuner_at_edge", options=options(band=(0.9, 1.1)))
 POLYAK_EDGE = ClaimSpec("tuner_at_edge", options=options(band=(0.9, 1.5)))
 NOT_BELOW = ClaimSpec("tuner_below_edge", expect="FAIL", options=options(hi=0.8, rise=0.1))
@@ -68,22 +88,23 @@ def tuner_family(prefix: str, gd_lr: float, gd_note: str, data=DIGITS, steps=STE
         return tuner_task(prefix + name, opt, claims, data=data, steps=steps, every=every,
                           description=description + note)  # fmt: skip
 
-    armijo = t("armijo", OptimizerSpec(name="armijo", lr=CAP), (BELOW,),
+    armijo = t("armijo", OptimizerSpec(name="armijo", lr=CAP), (BELOW, SHARPENING),
                "Armijo backtracking (c=0.1, backtracking x0.9, first trial 2x the previous "
                "step): its step falls while the sharpness keeps rising, below the edge")
     polyak = t("polyak", OptimizerSpec(name="polyak", lr=CAP), (POLYAK_EDGE,),
                "capped Polyak step (L*=0): at the edge or slightly beyond")
     greedy = t("cdat/sigma=1", OptimizerSpec(name="cdat", lr=CAP, cdat_sigma=1.0),
-               (BELOW, NOT_AT_EDGE),
+               (BELOW, SHARPENING, NOT_AT_EDGE),
                "quadratically greedy step (CDAT sigma=1, GD direction): below the edge with the "
                "sharpness rising; negative control: not at the edge")
     greedy_ema = t("cdat/sigma=1,ema=0.9",
-                   OptimizerSpec(name="cdat", lr=CAP, cdat_sigma=1.0, cdat_ema=0.9), (BELOW,),
+                   OptimizerSpec(name="cdat", lr=CAP, cdat_sigma=1.0, cdat_ema=0.9),
+                   (BELOW, SHARPENING),
                    "quadratically greedy step with EMA 0.9 of numerator and denominator")
     cdat = t("cdat/sigma=2", OptimizerSpec(name="cdat", lr=CAP, cdat_sigma=2.0),
-             (AT_EDGE, NOT_BELOW),
+             (AT_EDGE, NOT_BELOW, NOT_SHARPENING),
              "CDAT on edge (sigma=2, GD direction): eta*lambda/2 hovers at 1; negative "
-             "control: not below the edge")
+             "controls: not below the edge, no sharpening")
     gd = t(f"gd-tuned/lr={gd_lr:g}", OptimizerSpec(name="sgd", lr=gd_lr), (), gd_note)
     tasks = [armijo, polyak, greedy, greedy_ema, cdat, gd]
 
