@@ -2,7 +2,8 @@
 
 ``tuners.{png,pdf}``, written only when the runs include a tuned optimizer
 (:data:`TUNED`: ``armijo``, ``polyak``, ``cdat``): one row per data set, three columns --
-the step taken :math:`\\eta_t` (``lr``, log scale), the sharpness :math:`\\lambda_{\\max}`
+the step taken (``lr``, log scale; its mean over each measurement interval, as the
+claims take it: a per-step curve of an alternating step is a solid band), the sharpness :math:`\\lambda_{\\max}`
 and :math:`\\eta_t\\lambda_{\\max}/2` (:func:`eosbench.claims.tuners.normalized_sharpness`)
 with the edge at 1 drawn -- against the step, every task of that data set in the panel (the
 tuners and any constant-step task beside them), one colour per task, its first seed solid
@@ -59,17 +60,13 @@ def write_tuner_figures(runs: Sequence[Run], out: Path) -> list[Path]:
                     style = {"color": colours[name], "lw": 1.0 if i == 0 else 0.5,
                              "alpha": 1.0 if i == 0 else 0.5,
                              "label": _label(r) if i == 0 else None}  # fmt: skip
-                    ls, lr = r.values("lr")
-                    if ls.size == 0:  # a constant step
-                        ls = np.array([0, r.last_step])
-                        lr = np.full(2, r.task.optimizer.lr)
-                    row[0].plot(ls, lr, **{**style, "lw": 0.4})  # per step: it can alternate
+                    es, e, q = normalized_sharpness(r, r.task)
+                    row[0].plot(es, 2 * e / q, **style)  # the mean step the claims use
                     qs, q = r.values("sharpness")
                     row[1].plot(qs, q, **style)
-                    es, e, _ = normalized_sharpness(r, r.task)
                     row[2].plot(es, np.minimum(e, NORMALIZED_YMAX), **style)
             row[0].set_yscale("log")
-            row[0].set_ylabel(r"step size $\eta_t$")
+            row[0].set_ylabel(r"step size $\bar\eta_t$ (mean over the interval)")
             row[1].set_ylabel(r"sharpness $\lambda_{\max}$")
             row[2].axhline(1.0, color="black", ls="--", lw=0.9)
             row[2].set_ylabel(r"$\eta_t\lambda_{\max}/2$ (edge: 1)")
