@@ -263,3 +263,13 @@ def test_every_registered_claim_evaluates(name):
         for s in range(401)
     ])  # fmt: skip
     assert len(evaluate(task, rich)) == len(task.claims)
+
+
+def test_a_run_that_never_trained_proves_no_control():
+    """Non-finite at step 0 (e.g. model.init_scale=1e30): every claim FAILs and none counts
+    as expected, not even a negative control's; a run that diverged later still judges."""
+    task = Task("t", optimizer=OptimizerSpec(lr=0.1), claims=(ClaimSpec("eos", expect="FAIL"),))
+    (v,) = evaluate(task, Run.synthetic([{"step": 0}], "diverged", 0))
+    assert (v.verdict, v.as_expected, v.parts["why"]) == ("FAIL", False, "untrained")
+    (w,) = evaluate(task, Run.synthetic(eos_traj().series.records(), "diverged", 9))
+    assert (w.verdict, w.as_expected, w.parts["why"]) == ("FAIL", True, "diverged")

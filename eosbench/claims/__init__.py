@@ -39,15 +39,17 @@ class Verdict:
     detail: str  # the numbers behind the verdict, or why it could not be evaluated
     expected: str = "PASS"
     citation: str = ""
-    finished: bool = True  # False: judged on a cut-off run, which proves no control either
+    # False: judged on a cut-off run or one that never trained, which proves no control either
+    finished: bool = True
     # each part of the predicate (booleans) and the numbers it was decided on, for programs
     # and tests (``detail`` says the same in words); not part of the recorded claims.json
     parts: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def as_expected(self) -> bool:
-        """The verdict the task expects, on a finished run (a cut-off run FAILs every claim,
-        which a negative control must not count as its expected FAIL)."""
+        """The verdict the task expects, on a finished run that trained (a cut-off or
+        untrained run FAILs every claim, which a negative control must not count as its
+        expected FAIL)."""
         return self.finished and self.verdict == self.expected
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,13 +77,16 @@ def evaluate(task: Task, run: Run, threshold: Threshold | None = None) -> list[V
     from . import eos, linear, stochastic, tuners  # noqa: F401  (registration)
 
     out = []
+    if not run.finished:  # a cut-off series must not pass for a whole run
+        void = ("unfinished", f"the run did not finish (status {run.status!r} at step "
+                f"{run.last_step})")  # fmt: skip
+    elif run.status == "diverged" and not run.diverged_at:  # nothing trained: no control
+        void = ("untrained", "the run never trained (non-finite at step 0)")
+    else:
+        void = None
     for spec in task.claims:
-        if not run.finished:  # a cut-off series must not pass for a whole run
-            v = fail(
-                spec.name,
-                f"the run did not finish (status {run.status!r} at step {run.last_step})",
-                "unfinished",
-            )
+        if void is not None:
+            v = fail(spec.name, void[1], void[0])
             out.append(replace(v, expected=spec.expect, finished=False))
             continue
         fn = CLAIMS.get(spec.name)
