@@ -394,7 +394,7 @@ def test_temp_files_of_interrupted_writes_are_cleaned_up(tmp_path, monkeypatch, 
 # --- the leaderboard: one version ------------------------------------------------------------
 
 
-def test_submission_runs_agree_on_version():
+def test_submission_runs_agree_on_version_and_commit():
     from types import SimpleNamespace
 
     from eosbench.leaderboard import validator
@@ -406,15 +406,19 @@ def test_submission_runs_agree_on_version():
         def bad(self, *a):
             self.problems.append(a)
 
-    def runs(*versions):
-        return [SimpleNamespace(id=f"r{i}", provenance={"eosbench": v})
-                for i, v in enumerate(versions)]  # fmt: skip
+    def runs(*versions, commits=None):
+        commits = commits or ["abc"] * len(versions)
+        return [SimpleNamespace(id=f"r{i}", provenance={"eosbench": v, "git_commit": g})
+                for i, (v, g) in enumerate(zip(versions, commits, strict=True))]  # fmt: skip
 
     m = SimpleNamespace(code=SimpleNamespace(package="eosbench", version="0.1.0"))
     for rs, n in ((runs("0.1.0", "0.1.0"), 0), (runs("0.1.0", "0.2.0"), 2), (runs("0.2.0"), 1)):
         c = C()
         validator._check_version(c, m, rs)
         assert len(c.problems) == n
+    c = C()
+    validator._check_version(c, m, runs("0.1.0", "0.1.0", commits=["abc", "abd+dirty"]))
+    assert [p[1] for p in c.problems] == ["provenance.git_commit"] * 2
     plugin = SimpleNamespace(code=SimpleNamespace(package="my-opt", version="3.0"))
     c = C()
     validator._check_version(c, plugin, runs("0.1.0"))

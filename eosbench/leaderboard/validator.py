@@ -233,14 +233,17 @@ def validate(root: Path, limits: Limits = DEFAULT_LIMITS) -> Result:
 
 
 def _check_version(c: _Checker, manifest: Manifest, runs: list[Run]) -> None:
-    """All runs made by one eosbench version, the manifest's ``code.version`` where the
-    optimizer is eosbench's own."""
+    """All runs made by one eosbench version at one commit, the version the manifest's
+    ``code.version`` where the optimizer is eosbench's own."""
+    for key in ("eosbench", "git_commit"):
+        seen = {r.provenance.get(key) for r in runs}
+        if len(seen) > 1:
+            for r in runs:
+                c.bad(f"{r.id}/run.json", f"provenance.{key}", f"{r.provenance.get(key)!r}: the "
+                      f"runs of a submission must agree ({sorted(map(str, seen))})")  # fmt: skip
     versions = {r.provenance.get("eosbench") for r in runs}
-    if len(versions) > 1:
-        for r in runs:
-            c.bad(f"{r.id}/run.json", "provenance.eosbench", f"{r.provenance.get('eosbench')!r}: "
-                  f"the runs of a submission must agree ({sorted(map(str, versions))})")  # fmt: skip
-    elif manifest.code.package == "eosbench" and versions and versions != {manifest.code.version}:
+    if (len(versions) == 1 and manifest.code.package == "eosbench"
+            and versions != {manifest.code.version}):  # fmt: skip
         c.bad(MANIFEST, "code.version", f"{manifest.code.version!r}, but the runs were made by "
               f"eosbench {versions.pop()!r}")  # fmt: skip
 
