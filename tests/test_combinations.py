@@ -23,6 +23,9 @@ SPECS = {
     "usam-adam": OptimizerSpec(name="sam", lr=1e-3, rho=0.05, normalized=False, base="adam"),
     "sgd-tracer": OptimizerSpec(name="tracer", lr=0.01, momentum=0.9, rho=1e-6),
     "adam-tracer": OptimizerSpec(name="tracer", lr=1e-3, rho=1e-6, base="adam"),
+    "armijo": OptimizerSpec(name="armijo", lr=0.01),
+    "polyak": OptimizerSpec(name="polyak", lr=0.01),
+    "cdat": OptimizerSpec(name="cdat", lr=0.01, cdat_sigma=2.0),
 }
 pytestmark = pytest.mark.slow  # 232 training steps, VGG-11 and ViT among them (about a minute)
 BN_MODELS = {"resnet20", "resnet32", "vgg11"} | {m for m in MODELS.list("cnn-*")}
