@@ -100,6 +100,16 @@ def _window(run: Run, task: Task, window, quantity: str, min_points: int, claim:
     return steps[keep], e[keep], q[keep], float(np.median(e1[keep]))
 
 
+def _summary(steps, e, quantity: str, at_step: float) -> tuple[float, str]:
+    """The median of ``e`` over the window and the verdicts' words for it."""
+    median = float(np.median(e))
+    return median, (
+        f"median eta*{quantity}/2 = {median:.3g} over steps {steps[0]}-{steps[-1]} "
+        f"({len(e)} measurements; quartiles {np.quantile(e, 0.25):.3g}-"
+        f"{np.quantile(e, 0.75):.3g}; with the step at t alone {at_step:.3g}); "
+    )
+
+
 @CLAIMS.register("tuner_below_edge")
 def tuner_below_edge(
     run: Run,
@@ -118,14 +128,11 @@ def tuner_below_edge(
     if isinstance(w, Verdict):
         return w
     steps, e, q, at_step = w
-    median = float(np.median(e))
+    median, summary = _summary(steps, e, quantity, at_step)
     q0, q1 = float(q[:k].mean()), float(q[-k:].mean())
     below, rising = median <= hi, q1 >= (1 + rise) * q0
     detail = (
-        f"median eta*{quantity}/2 = {median:.3g} over steps {steps[0]}-{steps[-1]} "
-        f"({len(e)} measurements; quartiles {np.quantile(e, 0.25):.3g}-"
-        f"{np.quantile(e, 0.75):.3g}; with the step at t alone {at_step:.3g}); "
-        f"{quantity} {q0:.4g} -> {q1:.4g} "
+        f"{summary}{quantity} {q0:.4g} -> {q1:.4g} "
         f"(x{q1 / q0:.3g}; mean of the first/last {k} in the window)"
     )
     return Verdict(
@@ -159,14 +166,9 @@ def tuner_at_edge(
     if isinstance(w, Verdict):
         return w
     steps, e, q, at_step = w
-    median = float(np.median(e))
+    median, summary = _summary(steps, e, quantity, at_step)
     inside = band[0] <= median <= band[1]
-    detail = (
-        f"median eta*{quantity}/2 = {median:.3g} over steps {steps[0]}-{steps[-1]} "
-        f"({len(e)} measurements; quartiles {np.quantile(e, 0.25):.3g}-"
-        f"{np.quantile(e, 0.75):.3g}; with the step at t alone {at_step:.3g}); "
-        f"{quantity} {q[0]:.4g} -> {q[-1]:.4g}"
-    )
+    detail = f"{summary}{quantity} {q[0]:.4g} -> {q[-1]:.4g}"
     return Verdict(
         name,
         "PASS" if inside else "FAIL",
