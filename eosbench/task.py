@@ -49,6 +49,7 @@ class DataSpec:
     label_noise: float = 0.0  # fraction of training labels replaced uniformly at random
     noise_seed: int = 0  # seed of the label noise
     augment: bool = False  # random crop (4-pixel padding) + horizontal flip, per step
+    classes: int | None = None  # keep only classes 0..classes-1 of both pools (None = all)
 
 
 @dataclass(frozen=True)

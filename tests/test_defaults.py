@@ -33,6 +33,7 @@ SPEC_DEFAULTS = {
         "label_noise": 0.0,
         "noise_seed": 0,
         "augment": False,
+        "classes": None,
     },
     T.ModelSpec: {
         "name": "fc-tanh",

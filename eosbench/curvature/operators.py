@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jvp, vjp, vmap
+from torch.func import functional_call, grad, grad_and_value, jvp, vjp, vmap
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -139,6 +139,7 @@ class LossOperator:
         self.loss_fn = loss_fn
         self.physical_batch_size = physical_batch_size
         self.n_products = 0
+        self.n_third = 0  # third-order products (curvature_gradients), one per pair
         self._names = [k for k, _ in named]
         self._shapes = [p.shape for _, p in named]
         self._numels = [p.numel() for _, p in named]
@@ -264,6 +265,79 @@ class LossOperator:
                 total += w * float(self._loss(self._theta, xb, yb))
         return total
 
+    def value_and_gradient(self) -> tuple[float, Tensor]:
+        """The mean training-mode loss and its gradient (never preconditioned) in one pass
+        per chunk; cost one gradient evaluation."""
+        g = torch.zeros_like(self._theta)
+        total = 0.0
+        fn = grad_and_value(self._loss)
+        with training_mode(self.model), torch.no_grad():
+            for xb, yb, w in self.chunks():
+                gb, lb = fn(self._theta, xb, yb)
+                g.add_(gb, alpha=w)
+                total += w * float(lb)
+        return total, g
+
+    def curvature_gradients(self, U: Tensor) -> Tensor:
+        """Third-order products: ``D[i, j]`` :math:`= \nabla_\theta\\,(u_i^\top H(\theta)
+        u_j)` for the columns :math:`u_i` of ``U`` (``[dim, k]``) held fixed, shape
+        ``[k, k, dim]`` and symmetric in ``(i, j)``.  For the top eigenvector ``u``
+        (a simple eigenvalue), ``D[0, 0]`` is the gradient of the sharpness,
+        :math:`\nabla S = D^3L(\theta)[u, u]` (Damian, Nichani & Lee 2023,
+        arXiv:2209.15594v2).
+
+        Each entry is the reverse-mode gradient of the mixed second directional derivative
+        :math:`\\partial_s\\partial_r L(\theta + s u_i + r u_j)|_0`, itself two nested
+        ``jvp`` (forward-over-forward): reverse-over-forward-over-forward, one vmapped pass
+        per chunk over the :math:`k(k+1)/2` pairs :math:`i \\le j`.  Hessian only, not
+        preconditioned.  Cost: counted in :attr:`n_third` (one per pair); measured in
+        gradient and HVP units in ``benchmarks/bench_flow.py``."""
+        if self.kind != "hessian" or self._pinv_sqrt is not None:
+            raise ValueError("curvature_gradients needs the unpreconditioned Hessian operator")
+        if U.ndim != 2 or U.shape[0] != self.dim:
+            raise ValueError(f"expected a [{self.dim}, k] matrix, got shape {tuple(U.shape)}")
+        W = U.to(device=self.device, dtype=self.dtype)
+        k = W.shape[1]
+        pairs = [(i, j) for i in range(k) for j in range(i, k)]
+        A = W[:, [i for i, _ in pairs]].T.contiguous()
+        B = W[:, [j for _, j in pairs]].T.contiguous()
+
+        def mixed(theta: Tensor, a: Tensor, b: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
+            def along_a(t: Tensor) -> Tensor:
+                return jvp(lambda s: self._loss(s, xb, yb), (t,), (a,))[1]
+
+            return jvp(along_a, (theta,), (b,))[1]
+
+        third = grad(mixed)
+        flat = torch.zeros(len(pairs), self.dim, device=self.device, dtype=self.dtype)
+        with training_mode(self.model), torch.no_grad():
+            for xb, yb, w in self.chunks():
+                if len(pairs) == 1:
+                    part = third(self._theta, A[0], B[0], xb, yb)[None]
+                else:
+                    part = vmap(third, in_dims=(None, 0, 0, None, None))(
+                        self._theta, A, B, xb, yb)
+                flat.add_(part, alpha=w)
+        D = torch.empty(k, k, self.dim, device=self.device, dtype=self.dtype)
+        for n, (i, j) in enumerate(pairs):
+            D[i, j] = flat[n]
+            D[j, i] = flat[n]
+        self.n_third += len(pairs)
+        return D
+
+    def at(self, theta: Tensor) -> LossOperator:
+        """The same operator (model, data, kind, preconditioner, dtype) at the flat
+        parameters ``theta`` instead of the model's; counters start at zero."""
+        if theta.shape != self._theta.shape:
+            raise ValueError(f"theta must have shape {tuple(self._theta.shape)}, "
+                             f"got {tuple(theta.shape)}")
+        other = object.__new__(LossOperator)
+        other.__dict__.update(self.__dict__)
+        other._theta = theta.detach().to(device=self.device, dtype=self.dtype)
+        other.n_products = other.n_third = 0
+        other._recorded = None
+        return other
+
     def params(self) -> Tensor:
         """The flat parameter vector the operator is evaluated at (a copy)."""
         return self._theta.clone()
@@ -276,7 +350,7 @@ class LossOperator:
         other = object.__new__(LossOperator)
         other.__dict__.update(self.__dict__)
         other._x, other._y = self._cast(x), self._cast(y)
-        other.n_products = 0
+        other.n_products = other.n_third = 0
         other._recorded = None
         return other
 

@@ -48,6 +48,7 @@ Augmentation is not applied here: it is per step
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -109,6 +110,8 @@ def load_dataset(spec: DataSpec, root: str | os.PathLike | None = None) -> Datas
     """Load, subset, standardize and label-noise ``spec.name`` (module docstring)."""
     _validate(spec)
     pool = DATASETS.get(spec.name)(spec, data_root(root))
+    if spec.classes is not None:
+        pool = first_classes(pool, spec.classes, spec.name)
     k = pool.n_classes
     i_tr = select(
         pool.y_train,
@@ -154,6 +157,8 @@ def load_dataset(spec: DataSpec, root: str | os.PathLike | None = None) -> Datas
         prep = "scaled to [0, 1]"
     subset = spec.subset if spec.subset == "first" else f"{spec.subset} (seed {spec.subset_seed})"
     identity = f"{pool.source} {subset} {len(y_tr)} train / {len(y_te)} test, {prep}"
+    if spec.classes is not None:
+        identity += f", classes 0-{spec.classes - 1} only"
     if spec.label_noise > 0:
         identity += f", label noise {spec.label_noise:g} (seed {spec.noise_seed})"
     return Dataset(
@@ -168,6 +173,20 @@ def load_dataset(spec: DataSpec, root: str | os.PathLike | None = None) -> Datas
     )
 
 
+def first_classes(pool: RawPool, classes: int, name: str) -> RawPool:
+    """The pools restricted to the examples of classes ``0 .. classes-1``, in official
+    order (Cohen et al. 2025's "first 4 classes" of CIFAR-10); labels are unchanged."""
+    if pool.n_classes == 1:
+        raise DataError(f"data.classes: {name!r} is a regression data set")
+    if not 2 <= classes <= pool.n_classes:
+        raise DataError(f"data.classes={classes}: {name!r} has {pool.n_classes} classes "
+                        f"(expected 2..{pool.n_classes})")
+    tr, te = pool.y_train < classes, pool.y_test < classes
+    return dataclasses.replace(pool, x_train=pool.x_train[tr], y_train=pool.y_train[tr],
+                               x_test=pool.x_test[te], y_test=pool.y_test[te],
+                               n_classes=classes)
+
+
 def _validate(spec: DataSpec) -> None:
     if spec.subset not in SUBSETS:
         raise DataError(f"data.subset={spec.subset!r}: expected one of {', '.join(SUBSETS)}")
@@ -175,6 +194,9 @@ def _validate(spec: DataSpec) -> None:
         n = getattr(spec, key)
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise DataError(f"data.{key}={n!r}: expected a positive integer or None")
+    c = spec.classes
+    if c is not None and (isinstance(c, bool) or not isinstance(c, int)):
+        raise DataError(f"data.classes={c!r}: expected an integer or None")
     p = spec.label_noise
     if not (isinstance(p, (int, float)) and math.isfinite(p) and 0.0 <= p <= 1.0):
         raise DataError(f"data.label_noise={p!r}: expected a number in [0, 1]")
