@@ -102,6 +102,17 @@ MEASUREMENT_DEFAULTS = {
     },
     "trace": {"n_samples": 30, "method": "hutch++", "n_examples": None},
     "linear2_state": {},
+    "central_flow": {
+        "start": 0.9,
+        "substeps": 4,
+        "critical": 0.975,
+        "k": 2,
+        "tol": 1e-3,
+        "gf_probe": 10,
+        "sharpness_tol": 1e-3,
+        "max_products": 300,
+        "dtype": "float32",
+    },
 }
 
 

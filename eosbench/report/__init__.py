@@ -15,6 +15,7 @@ from ..artifact import ARTIFACT_FILE, read_artifact, write_artifact
 from ..claims import Verdict, check
 from ..record import Run
 from .figures import write_figures
+from .flow import write_flow_figures
 from .generalization import write_generalization
 from .tables import load_runs, write_tables
 from .tuners import write_tuner_figures
@@ -92,6 +93,7 @@ def write_report(
     written += write_generalization(frames["runs"], runs, list(comparisons), out, title)
     written += write_figures(runs, out)
     written += write_tuner_figures(runs, out)  # only where tuned optimizers ran
+    written += write_flow_figures(runs, out)  # only where a central flow was integrated
     index = {
         "title": title,
         "runs": [r.id for r in runs],
