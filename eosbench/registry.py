@@ -106,6 +106,18 @@ class Registry(Generic[T]):
                 if was_plugin:
                     self._plugins.add(name)
 
+    @contextlib.contextmanager
+    def rescanning(self) -> Iterator[None]:
+        """Inside the ``with`` block the entry points count as not loaded yet (the next
+        lookup scans them again, e.g. after a test installs a plug-in); every entry and the
+        loaded state are restored after."""
+        saved = (dict(self._items), set(self._plugins), self._entry_points_loaded)
+        self._entry_points_loaded = False
+        try:
+            yield
+        finally:
+            self._items, self._plugins, self._entry_points_loaded = saved
+
     def __contains__(self, name: object) -> bool:
         self._load_entry_points()
         return name in self._items

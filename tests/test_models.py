@@ -311,9 +311,8 @@ def test_entry_point_model_is_found(monkeypatch):
         return [ep] if group == "eosbench.models" else []
 
     monkeypatch.setattr(registry.metadata, "entry_points", entry_points)
-    monkeypatch.setattr(MODELS, "_items", dict(MODELS._items))
-    monkeypatch.setattr(MODELS, "_entry_points_loaded", False)
-    assert "toy-linear" in MODELS.list()
-    model = build_model(ModelSpec(name="toy-linear", init_scale=2.0), DIGITS, 10)
-    assert model(torch.randn(4, 64)).shape == (4, 10)
-    assert n_params(model) == 650
+    with MODELS.rescanning():
+        assert "toy-linear" in MODELS.list()
+        model = build_model(ModelSpec(name="toy-linear", init_scale=2.0), DIGITS, 10)
+        assert model(torch.randn(4, 64)).shape == (4, 10)
+        assert n_params(model) == 650

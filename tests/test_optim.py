@@ -493,16 +493,15 @@ def test_entry_point_optimizer(monkeypatch):
         return [_EntryPoint("adagrad-test", entry)]
 
     monkeypatch.setattr(metadata, "entry_points", fake_entry_points)
-    monkeypatch.setattr(OPTIMIZERS, "_items", dict(OPTIMIZERS._items))
-    monkeypatch.setattr(OPTIMIZERS, "_entry_points_loaded", False)
-    assert "adagrad-test" in OPTIMIZERS.list()
-    spec = OptimizerSpec(name="adagrad-test", lr=0.5)
-    model = _mlp()
-    opt = build_optimizer(spec, model.parameters())
-    assert isinstance(opt, torch.optim.Adagrad)
-    x, y = _data()
-    opt.step(_closure(model, x, y))
-    assert len(preconditioner(opt)) == len(list(model.parameters()))
-    assert threshold(spec).value == pytest.approx(2.0)
-    with pytest.raises(TypeError, match="preconditioner"):
-        preconditioner(torch.optim.Adagrad(model.parameters()))
+    with OPTIMIZERS.rescanning():
+        assert "adagrad-test" in OPTIMIZERS.list()
+        spec = OptimizerSpec(name="adagrad-test", lr=0.5)
+        model = _mlp()
+        opt = build_optimizer(spec, model.parameters())
+        assert isinstance(opt, torch.optim.Adagrad)
+        x, y = _data()
+        opt.step(_closure(model, x, y))
+        assert len(preconditioner(opt)) == len(list(model.parameters()))
+        assert threshold(spec).value == pytest.approx(2.0)
+        with pytest.raises(TypeError, match="preconditioner"):
+            preconditioner(torch.optim.Adagrad(model.parameters()))
