@@ -425,3 +425,17 @@ def test_scalar_regression_data():
     assert abs(float(d.x_train.square().mean()) - 1.0) < 0.05
     with pytest.raises(DataError, match="regression"):
         load_dataset(DataSpec(name="scalar", label_noise=0.1))
+
+
+def test_classes_keeps_the_first_classes_in_official_order():
+    full = load_dataset(DataSpec(name="digits", standardize=False))
+    four = load_dataset(DataSpec(name="digits", classes=4, n_train=300, standardize=False))
+    assert four.n_classes == 4 and int(four.y_train.max()) == 3 and int(four.y_test.max()) == 3
+    keep = full.y_train < 4
+    assert torch.equal(four.x_train, full.x_train[keep][:300])  # the first 300 of those
+    assert "classes 0-3 only" in four.identity
+    for bad in (1, 11):
+        with pytest.raises(DataError, match="data.classes"):
+            load_dataset(DataSpec(name="digits", classes=bad))
+    with pytest.raises(DataError, match="expected an integer"):
+        load_dataset(DataSpec(name="digits", classes=True))
