@@ -211,7 +211,7 @@ def test_central_flow_several_critical_eigenvalues():
     lr = 0.5
     _, _, op = _valley([3.8, 3.7], [0.05, 0.02], [0.0, 0.0], [0.0, 0.0])
     o = FlowOptions(lr=lr, k=3, tol=1e-10)
-    _, recs = _integrate(op, op.params(), o, 120)
+    _, recs = _integrate(op, op.params(), o, 60)
     tail = recs[-1]
     assert tail["cf_critical"] == 2
     assert tail["cf_sharpness"] == pytest.approx(4.0, rel=1e-6)
