@@ -15,44 +15,35 @@ MSE, GD at their code's lr = 0.02, an MLP and a CNN, 1,000 steps.
 
 from __future__ import annotations
 
-from ..task import (
-    ClaimSpec,
-    DataSpec,
-    MeasurementSpec,
-    ModelSpec,
-    OptimizerSpec,
-    ScheduleSpec,
-    Task,
-    options,
-)
+from .. import task as T
 from . import register, suite
 
 CF2025 = ("Cohen, Damian, Talwalkar, Kolter & Lee 2025, Understanding Optimization in Deep "
           "Learning with Central Flows (arXiv:2410.24206v2)")
 SS2023 = ("Damian, Nichani & Lee 2023, Self-Stabilization (arXiv:2209.15594v2)")
 
-CENTRAL_FLOW = MeasurementSpec("central_flow", every=1)
+CENTRAL_FLOW = T.MeasurementSpec("central_flow", every=1)
 
 
-def _claims(cf: dict, osc: dict, loss: dict, track: dict, pin: dict) -> tuple[ClaimSpec, ...]:
+def _claims(osc: dict, loss: dict, track: dict, pin: dict) -> tuple[T.ClaimSpec, ...]:
     """Each claim on the central flow (PASS) and on gradient flow (its control, FAIL)."""
-    out = [ClaimSpec("eos", options=options(band=(0.95, 1.1)))]
+    out = [T.ClaimSpec("eos", options=T.options(band=(0.95, 1.1)))]
     for name, kw in (("cf_tracks", track), ("cf_predicts_loss", loss),
                      ("cf_pins_sharpness", pin)):
-        out.append(ClaimSpec(name, options=options(**kw, **cf)))
-        out.append(ClaimSpec(name, expect="FAIL", options=options(flow="gradient", **kw, **cf)))
-    out.append(ClaimSpec("cf_oscillation", options=options(**osc)))
-    out.append(ClaimSpec("cf_oscillation", expect="FAIL",
-                         options=options(reference="gradient", **osc)))
+        out.append(T.ClaimSpec(name, options=T.options(**kw)))
+        out.append(T.ClaimSpec(name, expect="FAIL", options=T.options(flow="gradient", **kw)))
+    out.append(T.ClaimSpec("cf_oscillation", options=T.options(**osc)))
+    out.append(T.ClaimSpec("cf_oscillation", expect="FAIL",
+                         options=T.options(reference="gradient", **osc)))
     return tuple(out)
 
 
-def flow_task(name: str, data: DataSpec, model: ModelSpec, lr: float, steps: int, claims,
-              description: str) -> Task:  # fmt: skip
-    return register(Task(
+def flow_task(name: str, data: T.DataSpec, model: T.ModelSpec, lr: float, steps: int, claims,
+              description: str) -> T.Task:  # fmt: skip
+    return register(T.Task(
         name=name, data=data, model=model, loss="mse",
-        optimizer=OptimizerSpec(name="sgd", lr=lr),
-        schedule=ScheduleSpec(steps=steps, eval_every=0),
+        optimizer=T.OptimizerSpec(name="sgd", lr=lr),
+        schedule=T.ScheduleSpec(steps=steps, eval_every=0),
         measurements=(CENTRAL_FLOW,),
         claims=claims, description=description, reference=f"{CF2025}; {SS2023}",
     ))
@@ -60,21 +51,20 @@ def flow_task(name: str, data: DataSpec, model: ModelSpec, lr: float, steps: int
 
 # Bands, set from the papers' statements before any seed ran; calibration below.
 DIGITS_CLAIMS = _claims(
-    cf={},
     track=dict(close=0.5, grow=2.0, window=(0.2, 1.0)),
     loss=dict(band=0.05, average=20, window=(0.2, 1.0)),
     pin=dict(band=0.01),
     osc=dict(band=(0.5, 2.0), alternate=0.9, window=(0.2, 1.0)),
 )
 digits = flow_task(
-    "digits/fc-tanh/mse/gd/lr=0.2/central-flow", DataSpec(name="digits", n_train=1000),
-    ModelSpec(name="fc-tanh"), 0.2, 1000, DIGITS_CLAIMS,
+    "digits/fc-tanh/mse/gd/lr=0.2/central-flow", T.DataSpec(name="digits", n_train=1000),
+    T.ModelSpec(name="fc-tanh"), 0.2, 1000, DIGITS_CLAIMS,
     "GD at the edge follows its central flow: distance, time-averaged loss, pinned sharpness "
     "and the period-2 oscillation predicted; gradient flow as the control")
 
-CIFAR4 = DataSpec(name="cifar10", n_train=1000, classes=4)
+CIFAR4 = T.DataSpec(name="cifar10", n_train=1000, classes=4)
 cifar = [
-    flow_task(f"cifar10-4class-1k/{m}/mse/gd/lr=0.02/central-flow", CIFAR4, ModelSpec(name=m),
+    flow_task(f"cifar10-4class-1k/{m}/mse/gd/lr=0.02/central-flow", CIFAR4, T.ModelSpec(name=m),
               0.02, 1000, DIGITS_CLAIMS,
               f"Cohen et al. 2025's setting with {m}: GD follows its central flow (GPU scale; "
               "bands of the digits task, uncalibrated here)")
