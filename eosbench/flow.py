@@ -136,14 +136,12 @@ class FlowOptions:
     def __post_init__(self) -> None:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"central flow: lr must be positive, got {self.lr}")
-        if isinstance(self.substeps, bool) or not isinstance(self.substeps, int) or self.substeps < 1:
-            raise ValueError(f"central flow: substeps must be a positive integer, got {self.substeps!r}")
+        for key in ("substeps", "k", "gf_probe"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"central flow: {key} must be a positive integer, got {v!r}")
         if not 0 < self.critical <= 1:
             raise ValueError(f"central flow: critical must be in (0, 1], got {self.critical}")
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"central flow: k must be a positive integer, got {self.k!r}")
-        if isinstance(self.gf_probe, bool) or not isinstance(self.gf_probe, int) or self.gf_probe < 1:
-            raise ValueError(f"central flow: gf_probe must be a positive integer, got {self.gf_probe!r}")
 
     @property
     def edge(self) -> float:
@@ -169,7 +167,7 @@ def _aligned(U: Tensor, previous: Tensor | None) -> Tensor:
 
 def _central_step(op, state: dict[str, Any], o: FlowOptions, generator, first: bool
                   ) -> dict[str, float]:  # fmt: skip
-    """One Euler substep of the central flow from ``state['cf']`` (updated in place); the
+    r"""One Euler substep of the central flow from ``state['cf']`` (updated in place); the
     quantities at its start point.  ``first`` (a step's first substep): the top ``k``
     eigenpairs are solved for (warm-started) and the critical set revised; at the other
     substeps the projected Hessian :math:`U^\top H U` of the critical eigenvectors is
@@ -252,18 +250,18 @@ def _gradient_step(op, state: dict[str, Any], o: FlowOptions, generator, probe: 
 
 def advance(op, state: dict[str, Any], o: FlowOptions, step: int, theta: Tensor,
             generator) -> dict[str, float]:  # fmt: skip
-    """Record both flows at time ``step`` against the GD iterate ``theta`` of that step, then
+    r"""Record both flows at time ``step`` against the GD iterate ``theta`` of that step, then
     advance each to ``step + 1`` (``state`` updated in place).
 
     Keys: ``cf_*`` the central flow at its current point (``loss``, ``sharpness``, ``eig2``,
-    ``critical``, ``sigma2`` :math:`= u_1^\top\\Sigma u_1`, ``trace``
-    :math:`= \\operatorname{tr}\\Sigma`, ``pred_loss``, ``grad_sq``, ``pred_grad_sq``, ``kkt``,
+    ``critical``, ``sigma2`` :math:`= u_1^\top\Sigma u_1`, ``trace``
+    :math:`= \operatorname{tr}\Sigma`, ``pred_loss``, ``grad_sq``, ``pred_grad_sq``, ``kkt``,
     ``alpha``, ``beta``, ``delta2``), ``gf_loss`` (and ``gf_sharpness`` when probed);
-    ``cf_dist_raw``/``gf_dist_raw``, :math:`\\lVert w_t - w(t)\rVert`; ``cf_dist``/``gf_dist``
+    ``cf_dist_raw``/``gf_dist_raw``, :math:`\lVert w_t - w(t)\rVert`; ``cf_dist``/``gf_dist``
     the distance of the smoothed iterate :math:`(w_{t-1} + 2w_t + w_{t+1})/4` at step
     ``step - 1`` (known one step late), from the second step on; ``ss_x``
-    :math:`= u_1\\cdot(w_t - w_{CF}(t))` (Damian et al.'s displacement along the flow's top
-    eigenvector) and ``ss_x_gf`` :math:`= u_1\\cdot(w_t - w_{GF}(t))`; cost ``cf_hvps``, ``cf_third`` (third-order pair products),
+    :math:`= u_1\cdot(w_t - w_{CF}(t))` (Damian et al.'s displacement along the flow's top
+    eigenvector) and ``ss_x_gf`` :math:`= u_1\cdot(w_t - w_{GF}(t))`; cost ``cf_hvps``, ``cf_third`` (third-order pair products),
     ``cf_gradients``, ``gf_substeps``, ``cf_seconds``."""
     t0 = time.perf_counter()
     theta = theta.detach().to(state["cf"].dtype)

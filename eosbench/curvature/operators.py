@@ -251,11 +251,7 @@ class LossOperator:
     def gradient(self) -> Tensor:
         """Full-batch gradient :math:`\\nabla_\\theta \\tfrac1n\\sum_i \\ell_i` (never
         preconditioned), same chunks and training mode as the products; cost ~half an HVP."""
-        g = torch.zeros_like(self._theta)
-        with training_mode(self.model), torch.no_grad():
-            for xb, yb, w in self.chunks():
-                g.add_(self._grad_fn(self._theta, xb, yb), alpha=w)
-        return g
+        return self.value_and_gradient()[1]
 
     def loss(self) -> float:
         """Mean training-mode loss over the data (same chunks); no product."""
@@ -279,7 +275,7 @@ class LossOperator:
         return total, g
 
     def curvature_gradients(self, U: Tensor) -> Tensor:
-        """Third-order products: ``D[i, j]`` :math:`= \nabla_\theta\\,(u_i^\top H(\theta)
+        r"""Third-order products: ``D[i, j]`` :math:`= \nabla_\theta\,(u_i^\top H(\theta)
         u_j)` for the columns :math:`u_i` of ``U`` (``[dim, k]``) held fixed, shape
         ``[k, k, dim]`` and symmetric in ``(i, j)``.  For the top eigenvector ``u``
         (a simple eigenvalue), ``D[0, 0]`` is the gradient of the sharpness,
@@ -287,9 +283,9 @@ class LossOperator:
         arXiv:2209.15594v2).
 
         Each entry is the reverse-mode gradient of the mixed second directional derivative
-        :math:`\\partial_s\\partial_r L(\theta + s u_i + r u_j)|_0`, itself two nested
+        :math:`\partial_s\partial_r L(\theta + s u_i + r u_j)|_0`, itself two nested
         ``jvp`` (forward-over-forward): reverse-over-forward-over-forward, one vmapped pass
-        per chunk over the :math:`k(k+1)/2` pairs :math:`i \\le j`.  Hessian only, not
+        per chunk over the :math:`k(k+1)/2` pairs :math:`i \le j`.  Hessian only, not
         preconditioned.  Cost: counted in :attr:`n_third` (one per pair); measured in
         gradient and HVP units in ``benchmarks/bench_flow.py``."""
         if self.kind != "hessian" or self._pinv_sqrt is not None:
