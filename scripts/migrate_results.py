@@ -1,96 +1,107 @@
-"""One-time migration of results/ to the artifact format (issue 17), kept for provenance.
+"""Give a results folder's series-less runs their time series back (issue 17), run by run.
 
-For each results folder given: every committed run record (``runs/**/run.json``) is matched
-by its computation hash and seed to a regenerated run directory under REGEN (made by
-re-running the recorded task on the CPU); the regenerated verdicts are compared with the
-committed ones (measured value bitwise equal, verdict equal) and the folder is rewritten as
-``runs.parquet`` + its report.  With --no-series the committed records are kept without
-series (a GPU session's records) and the committed tables stay as they are.
+A folder migrated without its series (``series: false`` for some runs in ``runs.parquet``)
+gets them by re-running each such run's recorded task on the CPU, one thread per process;
+the CPU runs are bitwise reproducible, so the regenerated run must give every recorded
+verdict and measured value exactly.  Two steps, so that a long folder can be done over
+several sessions (a run kept in REGEN is reused, a killed one resumes from its checkpoint):
 
-    python scripts/migrate_results.py REGEN results/smoke [results/...]
-    python scripts/migrate_results.py --no-series results/gpu-h100-2026-11-23/cohen2021
+    python scripts/migrate_results.py run results/cpu-cifar10-1k REGEN [--only SUBSTR ...]
+    python scripts/migrate_results.py merge results/cpu-cifar10-1k REGEN
+
+``merge`` puts each regenerated run (its new record and series) into the artifact in place
+of the series-less record when every verdict and measured value is equal, and lists any that
+differ without touching them; once every run of the folder has its series it rewrites the
+folder's tables and figures from the artifact (the README is kept).
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from eosbench import store
-from eosbench.artifact import ARTIFACT_FILE, write_artifact
-from eosbench.claims import check, recorded_verdicts
-from eosbench.record import Run
-from eosbench.report import write_report
+from eosbench.artifact import ARTIFACT_FILE, read_artifact, write_artifact
+from eosbench.claims import check
+from eosbench.task import computation_hash
 
 
-def committed(folder: Path) -> list[tuple[str, dict, list]]:
-    out = []
-    for rdir in store.find_runs([folder / "runs"]):
-        rel = rdir.relative_to(folder / "runs").as_posix()
-        out.append((rel, store.read_json(rdir / store.RUN_FILE), recorded_verdicts(rdir)))
-    return out
+def missing(folder: Path, only: list[str]) -> list:
+    """The runs of ``folder`` kept without series (those whose id contains one of ``only``)."""
+    return [r for r in read_artifact(folder) if not r.has_series
+            and (not only or any(s in r.id for s in only))]  # fmt: skip
 
 
-def regenerated(regen: Path) -> dict[tuple[str, int], Path]:
-    found = {}
-    for rdir in store.find_runs([regen]):
+def regenerate(folder: Path, regen: Path, only: list[str]) -> None:
+    import torch
+
+    from eosbench.runner import RunOptions, run
+    from eosbench.suites import is_registered
+
+    torch.set_num_threads(1)
+    todo = missing(folder, only)
+    for i, r in enumerate(todo):
+        task = r.recorded_task
+        opts = RunOptions(out=regen / folder.name, device="cpu", progress=False,
+                          checkpoint_every=200, data_root=os.environ.get("EOSBENCH_DATA"))
+        rdir = run(task, r.seed, opts, registered=is_registered(task))
+        print(f"[{i + 1}/{len(todo)}] {r.id}: {rdir}", flush=True)
+
+
+def merge(folder: Path, regen: Path) -> int:
+    done = {}
+    for rdir in store.find_runs([regen / folder.name]):
         meta = store.read_run_json(rdir)
         if meta.get("status") in store.FINISHED:
-            found[(store.recorded_computation(meta), meta["seed"])] = rdir
-    return found
-
-
-def migrate(folder: Path, regen: dict | None) -> list[str]:
-    notes = []
-    runs = []
-    for rel, meta, old in committed(folder):
-        if regen is None:
-            runs.append(Run.from_record(rel, meta, None, old))
+            done[(store.recorded_computation(meta), meta["seed"])] = rdir
+    runs, differs, merged = [], [], 0
+    for old in read_artifact(folder):
+        key = (computation_hash(old.task), old.seed)
+        if old.has_series or key not in done:
+            runs.append(old)
             continue
-        key = (store.recorded_computation(meta), meta["seed"])
-        if key not in regen:
-            raise SystemExit(f"{folder}: {rel} not regenerated yet")
-        run = replace(store.load_run(regen[key]), id=rel)
-        new = check(run)
-        for o, n in zip(old, new, strict=True):
-            same = o.verdict == n.verdict and o.measured == n.measured
-            if not same:
-                notes.append(f"{folder.name}/{rel} {o.claim}: {o.verdict} {o.measured!r} -> "
-                             f"{n.verdict} {n.measured!r}")
-        runs.append(replace(run, verdicts=tuple(new)))
-    if regen is None:
-        write_artifact(folder / ARTIFACT_FILE, runs)
-        shutil.rmtree(folder / "runs")
-        return notes
-    keep = {"README.md"}
-    for p in folder.iterdir():
-        if p.name not in keep:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    from eosbench.artifact import read_artifact
-
+        new = replace(store.load_run(done[key]), id=old.id)
+        verdicts = check(new)
+        bad = [f"{o.claim}: {o.verdict} {o.measured!r} -> {n.verdict} {n.measured!r}"
+               for o, n in zip(old.verdicts, verdicts, strict=True)
+               if (o.verdict, o.measured) != (n.verdict, n.measured)]  # fmt: skip
+        if bad:
+            differs += [f"{old.id} {b}" for b in bad]
+            runs.append(old)
+        else:
+            runs.append(replace(new, verdicts=tuple(verdicts)))
+            merged += 1
     write_artifact(folder / ARTIFACT_FILE, runs)
-    write_report(read_artifact(folder), folder)
-    return notes
+    left = sum(not r.has_series for r in runs)
+    print(f"{folder}: {merged} run(s) merged, {left} still without series")
+    for d in differs:
+        print("  differs (kept without series):", d)
+    if not left:
+        from eosbench.report import publish
+
+        runs = read_artifact(folder)
+        for p in folder.iterdir():
+            if p.name != "README.md":
+                p.unlink()
+        publish(runs, folder)
+        print(f"{folder}: tables and figures rewritten from the artifact")
+    return 1 if differs else 0
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("regen", nargs="?", type=Path)
-    p.add_argument("folders", nargs="+", type=Path)
-    p.add_argument("--no-series", action="store_true")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("action", choices=("run", "merge"))
+    p.add_argument("folder", type=Path)
+    p.add_argument("regen", type=Path)
+    p.add_argument("--only", nargs="*", default=[], help="run ids containing one of these")
     a = p.parse_args()
-    if a.no_series:
-        a.folders = ([a.regen] if a.regen else []) + a.folders
-    regen = None if a.no_series else regenerated(a.regen)
-    for f in a.folders:
-        notes = migrate(f, regen)
-        print(f"{f}: migrated" + ("" if notes else " (every verdict and measured value equal)"))
-        for n in notes:
-            print("  differs:", n)
-    return 0
+    if a.action == "run":
+        regenerate(a.folder, a.regen, a.only)
+        return 0
+    return merge(a.folder, a.regen)
 
 
 if __name__ == "__main__":
