@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .errors import UserError
 from .registry import Registry
 from .task import Task
 
@@ -311,13 +312,14 @@ def central_flow(
         raise ValueError(f"central_flow: dtype must be 'float64' or 'float32', not {dtype!r}")
     built: dict[str, LossOperator] = {}  # the flows' operator: a function of the data only
 
-    def measure(ctx: Context) -> dict[str, float]:
-        spec = ctx.task.measurement("central_flow")
-        if spec is None or spec.every != 1:
+    def check(task: Task, spec) -> None:
+        if spec.every != 1:
             raise ValueError("central_flow must be measured every step (every=1)")
-        why = _plain_gd(ctx.task)
+        why = _plain_gd(task)
         if why is not None:
             raise ValueError(f"central_flow is GD's central flow; this task has {why}")
+
+    def measure(ctx: Context) -> dict[str, float]:
         opts = flow.FlowOptions(**{**o.__dict__, "lr": ctx.task.optimizer.lr})
         op = _operator(ctx)
         out = _top(ctx, "sharpness", op, 1, sharpness_tol, max_products)
@@ -336,6 +338,7 @@ def central_flow(
         out.update(flow.advance(built["op"], state, opts, ctx.step, op.params(), ctx.generator))
         return out
 
+    measure.check = check
     return measure
 
 
@@ -359,7 +362,17 @@ def linear2_state() -> Measurement:
 
 
 def build_measurements(task: Task) -> list[tuple[int, str, Measurement]]:
-    """(every, name, callable) for each measurement of ``task``."""
-    return [
-        (m.every, m.name, MEASUREMENTS.get(m.name)(**dict(m.options))) for m in task.measurements
-    ]
+    """(every, name, callable) for each measurement of ``task``.  A measurement that needs
+    something of the task (a plain-GD optimizer, a period) carries ``check(task, spec)``,
+    called here, so that :func:`eosbench.preflight.check_task` refuses the task before
+    anything is written; a bad option or such a refusal is a :class:`UserError`."""
+    out = []
+    for m in task.measurements:
+        factory = MEASUREMENTS.get(m.name)
+        try:
+            fn = factory(**dict(m.options))
+            getattr(fn, "check", lambda task, spec: None)(task, m)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"measurement {m.name!r}: {e}") from None
+        out.append((m.every, m.name, fn))
+    return out

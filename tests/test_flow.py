@@ -362,10 +362,25 @@ def test_central_flow_measurement_in_a_run(tmp_path: Path):
 @pytest.mark.parametrize("bad,match", [(dict(momentum=0.9), "central flow"),
                                        (dict(batch_size=10), "central flow")])
 def test_central_flow_needs_plain_gd(tmp_path: Path, bad, match):
+    """Refused by the preflight, as one line, before anything is written."""
+    from eosbench.errors import UserError
     from eosbench.runner import RunOptions, run
 
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(UserError, match=match):
         run(_digits_task(**bad), 0, RunOptions(out=tmp_path, device="cpu", progress=False))
+    assert not any(tmp_path.iterdir())
+
+
+def test_central_flow_needs_every_step(tmp_path: Path):
+    from eosbench.errors import UserError
+    from eosbench.runner import RunOptions, run
+    from eosbench.task import MeasurementSpec
+
+    task = _digits_task()
+    task = replace(task, measurements=(MeasurementSpec("central_flow", every=2),))
+    with pytest.raises(UserError, match="every step"):
+        run(task, 0, RunOptions(out=tmp_path, device="cpu", progress=False))
+    assert not any(tmp_path.iterdir())
 
 
 def test_central_flow_run_resumes_bitwise(tmp_path: Path, monkeypatch):
