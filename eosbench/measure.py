@@ -361,6 +361,38 @@ def linear2_state() -> Measurement:
     return measure
 
 
+@MEASUREMENTS.register("support_norm")
+def support_norm(relevant: int = 5) -> Measurement:
+    r"""Frobenius norms of the first layer's weights on the irrelevant inputs
+    (``irrelevant_norm`` :math:`= \lVert W_1[:, r:] \rVert_F`, the quantity Beneventano, Pinto &
+    Poggio's code logs, arXiv:2406.11110v1) and on the relevant ones (``relevant_norm``,
+    :math:`\lVert W_1[:, :r] \rVert_F`), where the first ``relevant`` inputs are the teacher's
+    (the ``support`` data set's :math:`r = 5`) and :math:`W_1` is the model's first matrix
+    parameter; ``irrelevant_ratio`` is ``irrelevant_norm`` over its value at the run's first
+    measurement (step 0).  No HVPs."""
+    if isinstance(relevant, bool) or not isinstance(relevant, int) or relevant < 1:
+        raise ValueError(f"support_norm: relevant must be a positive integer, got {relevant!r}")
+
+    def first_matrix(model: nn.Module) -> Tensor:
+        w = next((p for p in model.parameters() if p.ndim == 2), None)
+        if w is None or w.shape[1] <= relevant:
+            raise ValueError(f"support_norm needs a first weight matrix with more than "
+                             f"{relevant} input columns")  # fmt: skip
+        return w
+
+    def measure(ctx: Context) -> dict[str, float]:
+        w = first_matrix(ctx.model).detach()
+        irrelevant = float(w[:, relevant:].norm())
+        first = ctx.cache.setdefault("support_norm", irrelevant)  # at the run's first call
+        return {
+            "irrelevant_norm": irrelevant,
+            "irrelevant_ratio": irrelevant / first,
+            "relevant_norm": float(w[:, :relevant].norm()),
+        }
+
+    return measure
+
+
 def build_measurements(task: Task) -> list[tuple[int, str, Measurement]]:
     """(every, name, callable) for each measurement of ``task``.  A measurement that needs
     something of the task (a plain-GD optimizer, a period) carries ``check(task, spec)``,

@@ -297,10 +297,9 @@ class _Trainer:
                 group["lr"] = lr
             rec["lr"] = lr
         self.optimizer.step(closure)
-        tuned = getattr(self.optimizer, "last_lr", None)
-        if tuned is not None:  # a step-size tuner (optim.tuners): the step it took, its cost
-            rec["lr"] = float(tuned)
-            rec.update(getattr(self.optimizer, "last_cost", {}))
+        report = getattr(self.optimizer, "step_record", None)
+        if report is not None:  # what the optimizer says of its step: a tuned step, clipping
+            rec.update(report())
         if stats["acc"] is None:
             loss, acc = float(stats["loss"]), None
         else:  # one device sync for both

@@ -82,6 +82,7 @@ class OptimizerSpec:
     polyak_loss_star: float = 0.0  # Polyak L* in (L - L*) / |g|^2
     cdat_sigma: float = 1.0  # CDAT scale sigma: 1 quadratically greedy, 2 on edge
     cdat_ema: float = 0.0  # CDAT EMA factor of numerator and denominator (0 = none)
+    clip_norm: float | None = None  # sgd: the step's gradient clipped to this l2 norm (None: not)
 
 
 LR_SCHEDULES = ("constant", "cosine")  # ScheduleSpec.lr_schedule

@@ -61,6 +61,7 @@ SPEC_DEFAULTS = {
         "polyak_loss_star": 0.0,
         "cdat_sigma": 1.0,
         "cdat_ema": 0.0,
+        "clip_norm": None,
     },
     T.ScheduleSpec: {
         "steps": 1000,
@@ -102,6 +103,7 @@ MEASUREMENT_DEFAULTS = {
     },
     "trace": {"n_samples": 30, "method": "hutch++", "n_examples": None},
     "linear2_state": {},
+    "support_norm": {"relevant": 5},
     "central_flow": {
         "start": 0.9,
         "substeps": 4,

@@ -20,13 +20,15 @@ from eosbench.models.resnet import BasicBlock
 from eosbench.models.vit import Attention
 from eosbench.task import ModelSpec
 
-DIGITS, CIFAR, SCALAR = (64,), (3, 32, 32), (1,)
+DIGITS, CIFAR, SCALAR, SUPPORT = (64,), (3, 32, 32), (1,), (15,)
 
 
 def natural(name: str) -> tuple[tuple[int, ...], int]:
     """The input shape and number of outputs a model is meant for."""
     if name == "linear2":
         return SCALAR, 1
+    if name == "deep-linear":
+        return SUPPORT, 1
     if name.startswith("fc-"):
         return DIGITS, 10
     return CIFAR, 10
@@ -43,6 +45,7 @@ def natural(name: str) -> tuple[tuple[int, ...], int]:
 # vit (192 wide, 6 blocks): patch 3*192*16+192 = 9,408, cls 192, pos 65*192 = 12,480,
 #   per block 2*384 + (192*576+576) + (192*192+192) + (192*768+768) + (768*192+192) = 444,864,
 #   final LayerNorm 384, head 192*10+10 = 1,930.
+# deep-linear on the support teacher: 15*15 + 2*15*15 + 15 = 690, no biases.
 PARAMS = {
     **{f"fc-{a}": 55_210 for a in ("tanh", "relu", "elu", "softplus")},
     **{f"cnn-{a}": 30_634 for a in ("tanh", "relu", "elu", "softplus")},
@@ -52,6 +55,7 @@ PARAMS = {
     "vgg11": 9_220_480 + 530_442,
     "vit": 9_408 + 192 + 12_480 + 6 * 444_864 + 384 + 1_930,
     "linear2": 2,
+    "deep-linear": 690,
 }
 # With BatchNorm: 2 parameters per normalized channel; the ResNet convs lose their biases.
 PARAMS_BN = {
@@ -235,7 +239,7 @@ def test_init_scale_multiplies_weights_only(name):
     for pname, p in base.named_parameters():
         factor = 1.0 if pname.endswith("bias") or pname in norms else 2.5
         torch.testing.assert_close(scaled[pname], factor * p, msg=pname)
-    assert any(pname.endswith("bias") for pname in scaled) or name == "linear2"
+    assert any(pname.endswith("bias") for pname in scaled) or name in ("linear2", "deep-linear")
 
 
 def test_scale_weights_skips_batchnorm():

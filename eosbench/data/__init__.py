@@ -303,6 +303,10 @@ def _scalar(spec: DataSpec, root: Path | None) -> RawPool:
 
 DATASETS.register("scalar", _scalar)
 
+from . import synthetic  # noqa: E402  (its loaders build RawPool, defined above)
+
+DATASETS.register("support", synthetic.support)
+
 __all__ = [
     "DATASETS",
     "Dataset",

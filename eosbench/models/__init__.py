@@ -8,7 +8,8 @@ group ``eosbench.models``.  Registered names:
 * ``fc-<act>``, act in tanh, relu, elu, softplus -- :mod:`.mlp`;
 * ``cnn-<act>`` (max pooling) and ``cnn-avgpool-<act>`` -- :mod:`.cnn`;
 * ``resnet20``, ``resnet32`` -- :mod:`.resnet`;
-* ``vgg11`` -- :mod:`.vgg`;  ``vit`` -- :mod:`.vit`;  ``linear2`` -- :mod:`.linear`.
+* ``vgg11`` -- :mod:`.vgg`;  ``vit`` -- :mod:`.vit`;  ``linear2`` -- :mod:`.linear`;
+* ``deep-linear`` -- :mod:`.theory`.
 
 ``ModelSpec.width``/``depth`` (``None`` = the architecture's default) and
 ``batchnorm`` are interpreted by each builder; a model that lacks an option
@@ -32,12 +33,12 @@ from torch import nn
 from ..errors import OverrideError
 from ..registry import Registry
 from ..task import ModelSpec
-from . import cnn, linear, mlp, resnet, vgg, vit
+from . import cnn, linear, mlp, resnet, theory, vgg, vit
 
 Builder = Callable[[ModelSpec, tuple[int, ...], int], nn.Module]
 MODELS: Registry[Builder] = Registry("model", entry_point_group="eosbench.models")
 
-for _module in (mlp, cnn, resnet, vgg, vit, linear):
+for _module in (mlp, cnn, resnet, vgg, vit, linear, theory):
     for _name, _builder in _module.BUILDERS.items():
         MODELS.register(_name, _builder)
 

@@ -169,6 +169,11 @@ def validate(spec: OptimizerSpec) -> None:
                             f"is not finite in {dtype.dtype}")  # fmt: skip
     if spec.base not in sam.BASES:
         raise UserError(f"optimizer.base={spec.base!r} is not one of {', '.join(sam.BASES)}")
+    if spec.clip_norm is not None:
+        if spec.name != "sgd":
+            raise UserError(f"optimizer.clip_norm: only sgd clips its gradient, not {spec.name!r}")
+        if not 0 < finite("clip_norm") <= dtype.max:
+            raise UserError(f"optimizer.clip_norm={spec.clip_norm} must be > 0 and finite")
     if spec.batch_size is not None and spec.batch_size < 1:
         raise UserError(f"optimizer.batch_size={spec.batch_size} must be >= 1 (or none)")
 

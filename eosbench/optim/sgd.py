@@ -3,11 +3,13 @@ r"""Gradient descent, heavy-ball and Nesterov momentum: :class:`torch.optim.SGD`
 ``sgd`` is full-batch gradient descent when ``batch_size`` is None (the batch size
 does not enter the update rule).  With momentum :math:`\beta>0` it is PyTorch's
 heavy ball, with ``nesterov`` PyTorch's Nesterov form.  ``weight_decay`` :math:`\omega`
-adds :math:`\omega\theta` to the gradient.
+adds :math:`\omega\theta` to the gradient.  ``clip_norm`` :math:`c` clips the step's gradient to
+norm :math:`c` first (:class:`ClippedSGD`); the thresholds below hold where it does not clip.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -47,13 +49,41 @@ def build(spec: OptimizerSpec, params: Iterable[Any]) -> torch.optim.SGD:
     """
     if spec.nesterov and spec.momentum == 0:
         raise UserError("optimizer.nesterov=true needs optimizer.momentum > 0")
-    return torch.optim.SGD(
+    cls = torch.optim.SGD if spec.clip_norm is None else ClippedSGD
+    opt = cls(
         params,
         lr=spec.lr,
         momentum=spec.momentum,
         nesterov=spec.nesterov,
         weight_decay=spec.weight_decay,
     )
+    if spec.clip_norm is not None:
+        opt.clip_norm = float(spec.clip_norm)
+    return opt
+
+
+class ClippedSGD(torch.optim.SGD):
+    r"""SGD on the clipped gradient :math:`g \min(1, c / \lVert g \rVert_2)`, the norm taken
+    over all parameters before weight decay (``torch.nn.utils.clip_grad_norm_``, as
+    Beneventano et al.'s and Marshall et al.'s experiments clip).  ``last_grad_norm`` is the
+    norm before clipping."""
+
+    clip_norm: float = math.inf
+    last_grad_norm: float | None = None
+
+    def step(self, closure=None):
+        if closure is None:
+            raise ValueError("ClippedSGD.step needs the closure that computes the gradient")
+        with torch.enable_grad():
+            loss = closure()
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        self.last_grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.clip_norm))
+        super().step()
+        return loss
+
+    def step_record(self) -> dict[str, float]:
+        """Recorded every step: the gradient norm before clipping."""
+        return {} if self.last_grad_norm is None else {"grad_norm": self.last_grad_norm}
 
 
 def edge(spec: OptimizerSpec) -> tuple[float, str]:

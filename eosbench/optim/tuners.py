@@ -2,8 +2,8 @@ r"""Step-size tuners: the step :math:`\eta_t` chosen at every step from local in
 
 Registered as ``armijo``, ``polyak`` and ``cdat`` (:mod:`eosbench.optim`).  Every tuner
 takes the step :math:`\theta_{t+1} = \theta_t + \eta_t u_t` along the base direction
-:math:`u_t` and keeps the step it took in :attr:`TunedStep.last_lr` (the runner records it
-as ``lr`` in the series) and what it cost beyond the step's gradient in
+:math:`u_t` and keeps the step it took in :attr:`TunedStep.last_lr` (the runner records it,
+through :meth:`TunedStep.step_record`, as ``lr`` in the series) and what it cost beyond the step's gradient in
 :attr:`TunedStep.last_cost` (``lr_evaluations``: extra closure calls, each a loss and a
 gradient over the step's batch, which the run's ``gradient_evaluations`` include;
 ``lr_hvps``: Hessian-vector products).  ``optimizer.lr`` is the cap
@@ -83,6 +83,10 @@ class TunedStep(torch.optim.Optimizer):
         raise NotImplementedError
 
     # -- the step ----------------------------------------------------------------------
+
+    def step_record(self) -> dict[str, float]:
+        """What the runner records of the last step: the step taken (``lr``) and its cost."""
+        return {} if self.last_lr is None else {"lr": self.last_lr, **self.last_cost}
 
     def cap(self) -> float:
         """:math:`\\eta_{\\max}`: ``optimizer.lr``, as the schedule sets it this step."""

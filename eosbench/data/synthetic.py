@@ -1,0 +1,50 @@
+r"""Synthetic regression pools of the solvable models (the ``theory`` suite).
+
+``support``: the sparse-support teacher of Beneventano, Pinto & Poggio, "How neural networks
+learn the support is an implicit regularization effect of SGD", arXiv:2406.11110v1, as in
+their code (github andreakiro/sgd-finds-support, ``support-selection-syth-linear``):
+:math:`n = 5000` inputs :math:`x \sim N(0, I_{15})` (NumPy's legacy ``randn`` with seed 0), of
+which the first :math:`r = 5` are relevant; the irrelevant columns are centred on their
+sample mean; the target is linear, :math:`y = \sum_{i<r} x_i`.  Each input appears twice, with
+labels :math:`y + \epsilon` and :math:`y - \epsilon`, :math:`\epsilon \sim 0.001\,N(0, 1)`
+(seed 0, after the inputs), so that full-batch GD sees the noise-free targets and a mini-batch
+does not.  The pool interleaves the two copies (rows :math:`2i, 2i+1`), so ``n_train = 2m``
+(subset ``first``) keeps :math:`m` whole pairs.  The test pool is 1,000 fresh inputs (seed 1,
+the training pool's column means removed) with noise-free targets.  Use it with
+``standardize=False``: standardizing would rescale the columns of the setup.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..task import DataSpec
+
+SUPPORT_D, SUPPORT_R, SUPPORT_N, SUPPORT_NOISE = 15, 5, 5000, 0.001
+
+
+def support(spec: DataSpec, root: Path | None):
+    from . import RawPool
+
+    d, r = SUPPORT_D, SUPPORT_R
+    rng = np.random.RandomState(0)
+    x = rng.randn(SUPPORT_N, d)
+    eps = SUPPORT_NOISE * rng.randn(SUPPORT_N)
+    mean = x[:, r:].mean(axis=0)
+    x[:, r:] -= mean
+    y = x[:, :r].sum(axis=1)
+    x_train = np.repeat(x, 2, axis=0)
+    y_train = np.stack([y + eps, y - eps], axis=1).reshape(-1)
+    x_test = np.random.RandomState(1).randn(1000, d)
+    x_test[:, r:] -= mean
+    return RawPool(
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=x_test[:, :r].sum(axis=1),
+        n_classes=1,
+        source=f"support (d={d}, first {r} relevant, y = sum of them, each input twice with "
+        f"labels y +- {SUPPORT_NOISE:g} N(0,1); arXiv:2406.11110v1's linear teacher)",
+    )

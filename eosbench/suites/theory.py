@@ -1,0 +1,111 @@
+"""The ``theory`` suite: solvable models whose predictions are exact or nearly so (CPU,
+minutes).
+
+Support learning (Beneventano, Pinto & Poggio, arXiv:2406.11110v1), in the setup of the
+authors' code (github andreakiro/sgd-finds-support, the linear-teacher notebook): the
+``support`` teacher (15 Gaussian inputs, the first 5 relevant, each input twice with labels
+y +- 0.001 N(0,1); 10,000 rows), the bias-free ``deep-linear`` network 15-15-15-15-1 with
+Kaiming-normal weights, squared loss, gradients clipped to norm 1 as the code does by default.
+eosbench's ``mse`` carries a factor 1/2 that torch's ``MSELoss`` does not, so the code's step
+eta and clipping threshold 1.0 are eosbench's ``lr = 2 eta`` and ``clip_norm = 0.5`` (the same
+update).  ``lr = 0.1`` here is the code's 0.05, the largest of its steps at which full-batch GD
+converges (its 0.1 leaves GD oscillating).  Mini-batch SGD shrinks the first-layer weights of
+the 10 irrelevant inputs, more at larger eta/b; GD, which sees noise-free targets, converges
+with them frozen (the negative control); GD with weight decay (the code's "GD+wd", 0.1 there,
+0.05 here) shrinks them explicitly.  20,000 steps each (the code runs SGD for 200,000).
+"""
+
+from __future__ import annotations
+
+from ..task import (
+    ClaimSpec,
+    DataSpec,
+    MeasurementSpec,
+    ModelSpec,
+    OptimizerSpec,
+    ScheduleSpec,
+    Task,
+    options,
+)
+from . import Comparison, register, suite
+
+SUPPORT_REF = "Beneventano, Pinto, Poggio 2024 (arXiv:2406.11110v1); setup of the authors' code"
+SUPPORT_DATA = DataSpec(name="support", standardize=False)
+DEEP_LINEAR = ModelSpec(name="deep-linear")
+SUPPORT_STEPS = 20_000
+LR, CLIP = 0.1, 0.5
+
+# The band, set from the seed-0 pilot (20,000 steps, lr 0.1) before seeds 1-2 ran: final /
+# initial irrelevant norm b=1 0.740, b=4 0.791, b=16 0.883, b=64 0.914, GD 0.927, GD with
+# weight decay 0.0002 after 5,000 steps (see
+# results/theory/README.md); 0.85 sits between the shrinking runs (b <= 4) and the frozen
+# ones (b = 64, GD).  b = 16 is judged by the orderings only.
+SHRINKS = ClaimSpec("support_shrinks", options=options(max_ratio=0.85))
+FROZEN = ClaimSpec("support_shrinks", expect="FAIL", options=options(max_ratio=0.85))
+
+
+def support_task(opt: OptimizerSpec, claims, steps: int = SUPPORT_STEPS, description: str = "") -> Task:
+    kind = "sgd" if opt.batch_size else "gd"
+    params = [f"lr={opt.lr:g}"]
+    if opt.batch_size:
+        params.append(f"bs={opt.batch_size}")
+    if opt.weight_decay:
+        params.append(f"wd={opt.weight_decay:g}")
+    params.append(f"clip={opt.clip_norm:g}")
+    return register(
+        Task(
+            name=f"support/deep-linear/mse/{kind}/{','.join(params)}",
+            data=SUPPORT_DATA,
+            model=DEEP_LINEAR,
+            loss="mse",
+            optimizer=opt,
+            schedule=ScheduleSpec(steps=steps, eval_every=1000),
+            measurements=(MeasurementSpec("support_norm", every=100),),
+            claims=tuple(claims),
+            description=description,
+            reference=SUPPORT_REF,
+        )
+    )
+
+
+def _sgd(b: int | None, **kw) -> OptimizerSpec:
+    return OptimizerSpec(name="sgd", lr=LR, batch_size=b, clip_norm=CLIP, **kw)
+
+
+SGD_TASKS = {
+    b: support_task(_sgd(b), claims, description=f"mini-batch SGD, batch {b}: {words}")
+    for b, claims, words in (
+        (1, (SHRINKS,), "the irrelevant first-layer weights shrink"),
+        (4, (SHRINKS,), "the irrelevant first-layer weights shrink"),
+        (16, (), "between the two regimes: judged by the eta/b orderings only"),
+        (64, (FROZEN,), "eta/b too small to shrink them in 20,000 steps (negative control)"),
+    )
+}
+GD = support_task(_sgd(None), (FROZEN,), description="full-batch GD: converges with the "
+                  "irrelevant weights frozen (negative control)")  # fmt: skip
+GD_WD = support_task(_sgd(None, weight_decay=0.05), (SHRINKS,), steps=5000,
+                     description="full-batch GD with weight decay: the explicit regularizer "
+                     "shrinks them (the code's GD+wd)")  # fmt: skip
+
+
+def _more_shrunk(small: Task, large: Task, note: str, expect: str = "PASS") -> Comparison:
+    return Comparison("ordering", better=small.name, worse=large.name, metric="irrelevant_ratio",
+                      expect=expect, citation=SUPPORT_REF,
+                      note=f"{note} (read: the first task's final irrelevant-weight ratio is higher)")  # fmt: skip
+
+
+SUPPORT_TASKS = [SGD_TASKS[b] for b in (1, 4, 16, 64)] + [GD, GD_WD]
+SUPPORT_COMPARISONS = (
+    _more_shrunk(SGD_TASKS[4], SGD_TASKS[1], "eta/b 0.025 -> 0.1 shrinks the support more"),
+    _more_shrunk(SGD_TASKS[16], SGD_TASKS[4], "eta/b 0.00625 -> 0.025 shrinks it more"),
+    _more_shrunk(SGD_TASKS[64], SGD_TASKS[16], "eta/b 0.0016 -> 0.00625 shrinks it more"),
+    _more_shrunk(GD, SGD_TASKS[4], "SGD at batch 4 shrinks it more than GD"),
+    _more_shrunk(SGD_TASKS[1], SGD_TASKS[64], "negative control: batch 64 below batch 1",
+                 expect="FAIL"),
+)  # fmt: skip
+
+suite("theory-support", SUPPORT_TASKS,
+      "support learning by mini-batch SGD (Beneventano et al.): the support teacher, a deep "
+      "linear network, an eta/b sweep and GD (CPU, minutes)", SUPPORT_COMPARISONS)  # fmt: skip
+suite("theory", SUPPORT_TASKS, "the solvable models (CPU, minutes): support learning",
+      SUPPORT_COMPARISONS)  # fmt: skip
