@@ -393,6 +393,28 @@ def support_norm(relevant: int = 5) -> Measurement:
     return measure
 
 
+@MEASUREMENTS.register("excess_risk")
+def excess_risk() -> Measurement:
+    r"""The population excess risk :math:`R = \tfrac12\lVert\theta - \theta^*\rVert^2` of the
+    ``linear`` model on a ``stream-*`` data set (:math:`x \sim N(0, I)`, so this is
+    :math:`E\,\tfrac12(\langle x, \theta\rangle - \langle x, \theta^*\rangle)^2`), with
+    :math:`\theta^*` = :func:`eosbench.data.synthetic.stream_target`: exact, not a test-set
+    estimate (which heavy-tailed label noise would swamp).  Records ``risk``.  No HVPs."""
+    from .data.synthetic import stream_target
+
+    def check(task: Task, spec) -> None:
+        if not task.data.name.startswith("stream-") or task.model.name != "linear":
+            raise ValueError("excess_risk is the risk of the linear model on a stream-* data set")
+
+    def measure(ctx: Context) -> dict[str, float]:
+        theta = torch.cat([p.detach().reshape(-1) for p in ctx.model.parameters()]).double()
+        target = torch.from_numpy(stream_target(theta.numel()))
+        return {"risk": 0.5 * float((theta - target).pow(2).sum())}
+
+    measure.check = check
+    return measure
+
+
 def build_measurements(task: Task) -> list[tuple[int, str, Measurement]]:
     """(every, name, callable) for each measurement of ``task``.  A measurement that needs
     something of the task (a plain-GD optimizer, a period) carries ``check(task, spec)``,

@@ -104,6 +104,7 @@ MEASUREMENT_DEFAULTS = {
     "trace": {"n_samples": 30, "method": "hutch++", "n_examples": None},
     "linear2_state": {},
     "support_norm": {"relevant": 5},
+    "excess_risk": {},
     "central_flow": {
         "start": 0.9,
         "substeps": 4,

@@ -20,7 +20,7 @@ from eosbench.models.resnet import BasicBlock
 from eosbench.models.vit import Attention
 from eosbench.task import ModelSpec
 
-DIGITS, CIFAR, SCALAR, SUPPORT = (64,), (3, 32, 32), (1,), (15,)
+DIGITS, CIFAR, SCALAR, SUPPORT, STREAM = (64,), (3, 32, 32), (1,), (15,), (1000,)
 
 
 def natural(name: str) -> tuple[tuple[int, ...], int]:
@@ -29,6 +29,8 @@ def natural(name: str) -> tuple[tuple[int, ...], int]:
         return SCALAR, 1
     if name == "deep-linear":
         return SUPPORT, 1
+    if name == "linear":
+        return STREAM, 1
     if name.startswith("fc-"):
         return DIGITS, 10
     return CIFAR, 10
@@ -56,6 +58,7 @@ PARAMS = {
     "vit": 9_408 + 192 + 12_480 + 6 * 444_864 + 384 + 1_930,
     "linear2": 2,
     "deep-linear": 690,
+    "linear": 1000,  # on the stream-* data (d = 1000), no bias
 }
 # With BatchNorm: 2 parameters per normalized channel; the ResNet convs lose their biases.
 PARAMS_BN = {
@@ -84,7 +87,7 @@ def test_builds_runs_and_has_pinned_size(name):
     out = model(torch.randn(2, *shape))
     assert out.shape == (2, k)
     assert torch.isfinite(out).all()
-    out.square().sum().backward()
+    (out - 1).square().sum().backward()  # a target: the zero-initialized linear model outputs 0
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
         assert p.grad.abs().sum() > 0, pname
@@ -239,7 +242,7 @@ def test_init_scale_multiplies_weights_only(name):
     for pname, p in base.named_parameters():
         factor = 1.0 if pname.endswith("bias") or pname in norms else 2.5
         torch.testing.assert_close(scaled[pname], factor * p, msg=pname)
-    assert any(pname.endswith("bias") for pname in scaled) or name in ("linear2", "deep-linear")
+    assert any(pname.endswith("bias") for pname in scaled) or name in ("linear2", "deep-linear", "linear")
 
 
 def test_scale_weights_skips_batchnorm():

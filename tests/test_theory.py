@@ -170,3 +170,161 @@ def test_a_clipped_sgd_run_on_the_support_teacher(tmp_path):
     ratios = [r["irrelevant_ratio"] for r in recs if "irrelevant_ratio" in r]
     assert len(ratios) == 7 and ratios[0] == 1.0  # steps 0, 50, ..., 250 and the last, 300
     assert ratios[-1] < 1.0
+
+
+# -- streaming least squares: the risk ODEs, signSGD, the excess risk and its claim ----------
+
+def test_sgd_risk_ode_is_the_closed_form():
+    from eosbench.claims.streaming import risk_curve
+
+    eta, t = 0.3, np.linspace(0, 8, 17)
+    a, b = 2 * eta - eta**2, eta**2 / 2  # dR/dt = -a R + b (sigma^2 = 1)
+    closed = b / a + (0.5 - b / a) * np.exp(-a * t)
+    assert np.allclose(risk_curve("sgd", 0.5, t, eta, "gaussian"), closed, rtol=1e-6)
+
+
+@pytest.mark.parametrize("law", ["gaussian", "t3"])
+@pytest.mark.parametrize("R,c", [(0.5, 0.7), (0.1, 2.0), (0.02, 0.3)])
+def test_clip_moments_against_monte_carlo(law, R, c):
+    from eosbench.claims.streaming import clip_moments, noise_nodes
+
+    rng = np.random.default_rng(0)
+    n = 2_000_000
+    eps = rng.standard_normal(n) if law == "gaussian" else rng.standard_t(3, n)
+    w = rng.standard_normal(n) * np.sqrt(2 * R) - eps
+    h, g = clip_moments(R, c, noise_nodes(law))
+    assert h == pytest.approx(np.mean(np.abs(w) <= c), abs=2e-3)
+    assert g == pytest.approx(np.mean(np.minimum(w * w, c * c)), rel=5e-3)
+
+
+def test_clip_moments_gaussian_closed_form_and_no_gain_from_clipping():
+    """erf forms for Gaussian noise, and H_c^2 / G_c <= 1 (clipping cannot help, the clipped
+    SGD paper's statement for Gaussian noise), approaching 1 as c grows."""
+    from scipy.special import erf
+
+    from eosbench.claims.streaming import clip_moments, noise_nodes
+
+    eps = noise_nodes("gaussian")
+    for R in (0.02, 0.3, 1.0):
+        s2 = 2 * R + 1
+        for c in (0.1, 0.5, 1.0, 3.0, 20.0):
+            u = c / np.sqrt(s2)
+            h_ref = erf(u / np.sqrt(2))
+            g_ref = s2 * (h_ref - np.sqrt(2 / np.pi) * u * np.exp(-u * u / 2)) + c * c * (1 - h_ref)
+            h, g = clip_moments(R, c, eps)
+            # the midpoint quantile rule cuts the noise's tails beyond F^-1(1/(2n)): O(c^2 / n)
+            assert h == pytest.approx(h_ref, rel=2e-4) and g == pytest.approx(g_ref, rel=1e-3)
+            assert h * h / (g / s2) <= 1 + 1e-3
+    h, g = clip_moments(0.3, 50.0, eps)
+    assert h == pytest.approx(1.0) and g == pytest.approx(2 * 0.3 + 1, rel=1e-3)
+
+
+def test_sign_rate_gaussian_closed_form():
+    from eosbench.claims.streaming import density_at_zero, noise_nodes, risk_rate
+
+    for R in (0.05, 0.5, 2.0):
+        assert density_at_zero(R, noise_nodes("gaussian")) == pytest.approx(
+            1 / np.sqrt(2 * np.pi * (2 * R + 1)), rel=1e-4)  # fmt: skip
+        ref = -(4 * 0.3 / np.pi) * R / np.sqrt(2 * R + 1) + 0.3**2 / 2
+        assert risk_rate("sign", R, 0.3, "gaussian") == pytest.approx(ref, rel=1e-4)
+
+
+def test_signsgd_step_and_registration():
+    from eosbench.optim import OPTIMIZERS, ThresholdError, build_optimizer, threshold
+
+    model = _Quadratic(torch.tensor([1.0, -2.0, 0.0], dtype=torch.float64))
+    opt = build_optimizer(OptimizerSpec(name="signsgd", lr=0.01), model.parameters())
+    model.theta.grad = torch.tensor([3.0, -1e-9, 0.0], dtype=torch.float64)
+    opt.step()
+    assert torch.equal(model.theta.detach(), torch.tensor([0.99, -2.0 + 0.01, 0.0], dtype=torch.float64))
+    assert "signsgd" in OPTIMIZERS.list()
+    with pytest.raises(ThresholdError, match="l_inf"):
+        threshold(OptimizerSpec(name="signsgd"))
+
+
+def test_stream_data_and_excess_risk():
+    from eosbench.data import load_dataset
+    from eosbench.data.synthetic import STREAM_D, stream_target
+    from eosbench.measure import MEASUREMENTS, Context
+    from eosbench.models import build_model
+
+    theta = stream_target()
+    assert theta.shape == (STREAM_D,) and np.linalg.norm(theta) == pytest.approx(1.0)
+    d = load_dataset(DataSpec(name="stream-t3", standardize=False, n_train=2000, n_test=10))
+    x, y = d.x_train.double().numpy(), d.y_train.double().numpy()
+    noise = y - x @ theta
+    assert abs(x.var() - 1) < 0.01 and 2.0 < noise.var() < 5.0  # t3: variance 3, heavy tailed
+    model = build_model(ModelSpec(name="linear"), (STREAM_D,), 1)
+    assert float(model[1].weight.detach().abs().sum()) == 0.0
+    task = Task(name="t", data=DataSpec(name="stream-t3"), model=ModelSpec(name="linear"))
+    m = MEASUREMENTS.get("excess_risk")()
+    m.check(task, None)
+    ctx = Context(task=task, step=0, model=model, loss_fn=None, x_train=None, y_train=None,
+                  optimizer=None, physical_batch_size=None, generator=torch.Generator())  # fmt: skip
+    assert m(ctx)["risk"] == pytest.approx(0.5)
+    with torch.no_grad():
+        model[1].weight.copy_(torch.from_numpy(2 * theta).reshape(1, -1))
+    assert m(ctx)["risk"] == pytest.approx(0.5, rel=1e-6)
+    with pytest.raises(ValueError, match="stream"):
+        m.check(Task(name="t"), None)
+
+
+def _stream_task(opt="sgd", eta=0.2, c=None, law="gaussian", claims=()):
+    from eosbench.suites.theory import STREAM_REF  # noqa: F401  (the suite's conventions)
+
+    d = 1000
+    return Task(name="s", data=DataSpec(name=f"stream-{law}", standardize=False),
+                model=ModelSpec(name="linear"),
+                optimizer=OptimizerSpec(name=opt, lr=eta / d, batch_size=1,
+                                        clip_norm=None if c is None else c * d**0.5),
+                claims=tuple(claims))  # fmt: skip
+
+
+def _ode_series(rule, eta, law, c=None, scale=1.0):
+    from eosbench.claims.streaming import risk_curve
+
+    steps = np.arange(0, 8001, 50)
+    r = risk_curve(rule, 0.5, steps / 1000, eta, law, c)
+    return [{"step": int(s), "risk": float(v * (scale if s else 1.0))} for s, v in zip(steps, r, strict=True)]
+
+
+@pytest.mark.parametrize("opt,c,rule", [("sgd", None, "sgd"), ("sgd", 1.5, "clipped"),
+                                        ("signsgd", None, "sign")])  # fmt: skip
+def test_risk_follows_ode_on_its_own_curve_and_not_on_another(opt, c, rule):
+    from eosbench.claims import evaluate
+
+    claims = (ClaimSpec("risk_follows_ode"), ClaimSpec("risk_follows_ode", options=(("rule", "sgd"),)))
+    task = _stream_task(opt, 0.25, c, "t3", claims)
+    own, vs_sgd = evaluate(task, Run.synthetic(_ode_series(rule, 0.25, "t3", c), task=task))
+    assert own.verdict == "PASS" and own.parts["worst"] < 1e-5
+    assert (vs_sgd.verdict == "PASS") == (rule == "sgd")
+    (off,) = evaluate(task, Run.synthetic(_ode_series(rule, 0.25, "t3", c, scale=1.15), task=task))[:1]
+    assert off.verdict == "FAIL" and off.parts["worst"] == pytest.approx(0.15, rel=1e-3)
+
+
+def test_risk_follows_ode_refuses_what_it_cannot_judge():
+    from eosbench.claims import evaluate
+
+    task = _stream_task(claims=(ClaimSpec("risk_follows_ode"),))
+    (v,) = evaluate(task, Run.synthetic(_ode_series("sgd", 0.2, "gaussian")[:5], task=task))
+    assert v.verdict == "FAIL" and v.parts["why"] == "too_few_points"
+    with pytest.raises(ValueError, match="not a streaming task"):
+        evaluate(replace(task, data=DataSpec(name="support")), Run.synthetic([{"step": 0}]))
+    with pytest.raises(ValueError, match="clip_norm"):
+        bad = replace(task, claims=(ClaimSpec("risk_follows_ode", options=(("rule", "clipped"),)),))
+        evaluate(bad, Run.synthetic(_ode_series("sgd", 0.2, "gaussian"), task=bad))
+
+
+def test_a_short_streaming_run_is_judged_against_its_ode(tmp_path):
+    from eosbench.claims import evaluate
+    from eosbench.runner import RunOptions, run
+    from eosbench.store import load_run
+
+    task = replace(_stream_task("signsgd", 0.25, claims=(ClaimSpec("risk_follows_ode"),)),
+                   schedule=ScheduleSpec(steps=800, eval_every=0),
+                   measurements=(MeasurementSpec("excess_risk", every=50),))  # fmt: skip
+    r = load_run(run(task, 0, RunOptions(out=tmp_path, device="cpu", progress=False)))
+    steps, risk = r.values("risk")
+    assert steps[0] == 0 and risk[0] == pytest.approx(0.5) and risk[-1] < 0.5
+    (v,) = evaluate(task, r)
+    assert v.parts["evaluable"] and v.parts["worst"] < 0.2  # 7 points at t >= 0.5

@@ -74,7 +74,7 @@ def evaluate(task: Task, run: Run, threshold: Threshold | None = None) -> list[V
     ``threshold``: the optimizer's stability threshold to judge by, for an optimizer that is
     not installed (a leaderboard submission's declared one); default: the installed
     optimizer's (:func:`eosbench.optim.threshold`)."""
-    from . import eos, flow, linear, stochastic, theory, tuners  # noqa: F401  (registration)
+    from . import eos, flow, linear, stochastic, streaming, theory, tuners  # noqa: F401,E501
 
     out = []
     if not run.finished:  # a cut-off series must not pass for a whole run

@@ -306,6 +306,8 @@ DATASETS.register("scalar", _scalar)
 from . import synthetic  # noqa: E402  (its loaders build RawPool, defined above)
 
 DATASETS.register("support", synthetic.support)
+for _law in synthetic.STREAM_NOISES:
+    DATASETS.register(f"stream-{_law}", synthetic.streaming(_law))
 
 __all__ = [
     "DATASETS",

@@ -5,6 +5,9 @@ r"""Models of the solvable settings (the ``theory`` suite).
 ``kaiming_normal_(nonlinearity="relu")`` (std :math:`\sqrt{2/\text{fan-in}}`): the network of
 Beneventano, Pinto & Poggio's support-learning experiments (arXiv:2406.11110v1; their code's
 ``MLP(hiddens=[15, 15, 15], bias=False)`` with its default identity activation).
+
+``linear``: :math:`f(x) = \langle \theta, x \rangle` (one output, no bias), :math:`\theta_0 = 0`:
+the streaming least-squares model of the clipped-SGD and signSGD papers (``stream-*`` data).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import math
 
 from torch import nn
 
+from ..errors import OverrideError
 from ..task import ModelSpec
 from .mlp import reject
 
@@ -31,4 +35,14 @@ def deep_linear(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -
     return nn.Sequential(*layers)
 
 
-BUILDERS = {"deep-linear": deep_linear}
+def linear(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """``linear``: flatten, one bias-free linear map to one output, zero-initialized."""
+    reject(spec, "width", "depth", "batchnorm")
+    if n_classes != 1:
+        raise OverrideError(f"model 'linear' is a scalar regression model, got {n_classes} outputs")
+    layer = nn.Linear(math.prod(input_shape), 1, bias=False)
+    nn.init.zeros_(layer.weight)
+    return nn.Sequential(nn.Flatten(), layer)
+
+
+BUILDERS = {"deep-linear": deep_linear, "linear": linear}

@@ -3,7 +3,7 @@ r"""Optimizers: a documented update rule plus its stability threshold.
 Registered names (``OPTIMIZERS``, entry point group ``eosbench.optimizers``):
 
 * ``sgd`` -- GD when full batch, heavy ball when ``momentum > 0``, Nesterov when
-  ``nesterov`` (``torch.optim.SGD``); threshold :math:`2/\eta`,
+  ``nesterov`` (``torch.optim.SGD``; ``clip_norm`` clips the gradient first); threshold :math:`2/\eta`,
   :math:`(2+2\beta)/\eta`, :math:`(2+2\beta)/((1+2\beta)\eta)` on the sharpness.
 * ``adam`` -- ``torch.optim.Adam``; :math:`\lambda_{\max}(P^{-1}H) \le
   (2+2\beta_1)/((1-\beta_1)\eta)`.
@@ -23,6 +23,8 @@ Registered names (``OPTIMIZERS``, entry point group ``eosbench.optimizers``):
   + \epsilon)` over a GD, momentum or Adam direction :math:`u` (Roulet et al. 2024,
   arXiv:2407.06183v1; :math:`\sigma = 1` quadratically greedy, 2 on edge).  No fixed
   threshold: the edge is :math:`\eta_t\lambda_{\max}/2 = 1`; each records its step as ``lr``.
+* ``signsgd`` -- sign descent (full batch) / signSGD (:mod:`.sign`); no threshold on
+  :math:`\lambda_{\max}`.
 
 A third-party optimizer is an :class:`OptimizerEntry` (or any object with the same
 ``build``/``threshold`` attributes) published under the entry point group.  Its
@@ -43,7 +45,7 @@ from torch import Tensor
 from ..errors import UserError
 from ..registry import Registry
 from ..task import OptimizerSpec
-from . import adaptive, sam, sgd, tracer, tuners
+from . import adaptive, sam, sgd, sign, tracer, tuners
 from .sam import SAM, call_without_buffer_updates
 from .thresholds import Threshold, ThresholdError, sam_edge
 from .tracer import TRACER
@@ -115,6 +117,10 @@ OPTIMIZERS.register(
     ),
 )
 
+OPTIMIZERS.register(
+    "signsgd",
+    OptimizerEntry(sign.build, sign.threshold, "sign descent / signSGD", lambda o: "signSGD"),
+)
 OPTIMIZERS.register(
     "armijo",
     OptimizerEntry(tuners.build_armijo, tuners.threshold, "Armijo line search", tuners.label),

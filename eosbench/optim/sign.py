@@ -1,0 +1,53 @@
+r"""Sign descent / signSGD: :math:`\theta_{t+1} = \theta_t - \eta\,\operatorname{sign}(g_t)`,
+coordinatewise, with :math:`g_t = \nabla L(\theta_t) + \omega\theta_t` on the step's batch
+(full batch: sign descent, the steepest descent of the :math:`\ell_\infty` norm; a batch:
+signSGD, Bernstein et al. 2018, arXiv:1802.04434).  The signSGD paper of the ``theory``
+suite is Xiao, Marshall, Agarwala & Paquette, arXiv:2411.12135v3 (streaming least squares,
+step :math:`\eta/d`).  No threshold on :math:`\lambda_{\max}`: its edge is a sharpness in the
+:math:`\ell_\infty` geometry (Islamov et al., arXiv:2603.05002), not measured here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from ..task import OptimizerSpec
+from .thresholds import Threshold, ThresholdError
+
+
+class SignSGD(torch.optim.Optimizer):
+    """:math:`\\theta \\leftarrow \\theta - \\eta\\,\\operatorname{sign}(g + \\omega\\theta)`
+    (``torch.sign``: 0 where a coordinate's gradient is exactly 0)."""
+
+    def __init__(self, params: Iterable[Any], lr: float, weight_decay: float = 0.0):
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if group["weight_decay"]:
+                    g = g.add(p, alpha=group["weight_decay"])
+                p.add_(torch.sign(g), alpha=-group["lr"])
+        return loss
+
+
+def build(spec: OptimizerSpec, params: Iterable[Any]) -> SignSGD:
+    return SignSGD(params, lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+def threshold(spec: OptimizerSpec, grad_norm: float | None = None) -> Threshold:
+    raise ThresholdError(
+        "signsgd has no threshold on lambda_max: its edge is a sharpness in the l_inf "
+        "geometry (Islamov et al., arXiv:2603.05002), which eosbench does not measure yet"
+    )
