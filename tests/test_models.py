@@ -31,6 +31,8 @@ def natural(name: str) -> tuple[tuple[int, ...], int]:
         return SUPPORT, 1
     if name == "linear":
         return STREAM, 1
+    if name.startswith("quadratic"):
+        return DIGITS, 10
     if name.startswith("fc-"):
         return DIGITS, 10
     return CIFAR, 10
@@ -59,6 +61,8 @@ PARAMS = {
     "linear2": 2,
     "deep-linear": 690,
     "linear": 1000,  # on the stream-* data (d = 1000), no bias
+    "quadratic": 512,  # theta only (G, U, a are fixed buffers)
+    "quadratic-linearized": 512,
 }
 # With BatchNorm: 2 parameters per normalized channel; the ResNet convs lose their biases.
 PARAMS_BN = {
@@ -242,7 +246,7 @@ def test_init_scale_multiplies_weights_only(name):
     for pname, p in base.named_parameters():
         factor = 1.0 if pname.endswith("bias") or pname in norms else 2.5
         torch.testing.assert_close(scaled[pname], factor * p, msg=pname)
-    assert any(pname.endswith("bias") for pname in scaled) or name in ("linear2", "deep-linear", "linear")
+    assert any(pname.endswith("bias") for pname in scaled) or name in ("linear2", "deep-linear", "linear", "quadratic", "quadratic-linearized")
 
 
 def test_scale_weights_skips_batchnorm():

@@ -328,3 +328,49 @@ def test_a_short_streaming_run_is_judged_against_its_ode(tmp_path):
     assert steps[0] == 0 and risk[0] == pytest.approx(0.5) and risk[-1] < 0.5
     (v,) = evaluate(task, r)
     assert v.parts["evaluable"] and v.parts["worst"] < 0.2  # 7 points at t >= 0.5
+
+
+# -- second-order regression -------------------------------------------------------------------
+
+def _quadratic(name):
+    from eosbench.models import build_model
+
+    torch.manual_seed(0)
+    return build_model(ModelSpec(name=name, width=24), (6,), 3).double()
+
+
+def test_second_order_model_is_exactly_quadratic_in_its_parameters():
+    """Finite differences of f(theta + s h) in s: the second is constant (h^T Q h), the third 0;
+    the linearized model's second difference is 0."""
+    x = torch.randn(5, 6, dtype=torch.float64)
+    for name, curved in (("quadratic", True), ("quadratic-linearized", False)):
+        m = _quadratic(name)
+        t0 = m.theta.detach().clone()
+        h = torch.randn_like(t0)
+
+        def f(s, m=m, t0=t0, h=h):
+            with torch.no_grad():
+                m.theta.copy_(t0 + s * h)
+                return m(x).clone()
+
+        v = [f(s) for s in range(4)]
+        d2a, d2b = v[2] - 2 * v[1] + v[0], v[3] - 2 * v[2] + v[1]
+        assert torch.allclose(d2a, d2b, atol=1e-10)  # third difference 0
+        assert (d2a.abs().max() > 1e-3) == curved
+
+
+def test_linearized_model_has_a_constant_loss_hessian_and_the_full_one_does_not():
+    from eosbench.curvature import LossOperator
+    from eosbench.losses import mse
+
+    x = torch.randn(8, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (8,))
+    for name, constant in (("quadratic-linearized", True), ("quadratic", False)):
+        m = _quadratic(name)
+        dense = []
+        for shift in (0.0, 0.7):
+            with torch.no_grad():
+                m.theta.add_(shift)
+            op = LossOperator(m, mse, x, y)
+            dense.append(op.matmat(torch.eye(24, dtype=torch.float64)))
+        assert torch.allclose(dense[0], dense[1], atol=1e-10) == constant

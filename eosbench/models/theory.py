@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from ..errors import OverrideError
 from ..task import ModelSpec
@@ -46,3 +47,44 @@ def linear(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.
 
 
 BUILDERS = {"deep-linear": deep_linear, "linear": linear}
+
+
+class SecondOrderRegression(nn.Module):
+    r"""A model quadratic in its parameters :math:`\theta \in \mathbb{R}^P` (a second-order
+    regression model, Agarwala, Pedregosa & Pennington, arXiv:2210.04860):
+    :math:`f_c(x; \theta) = m^{-1/2} \sum_k x_k \big(G_{kc}^\top \theta + \tfrac12
+    \theta^\top Q_{kc} \theta\big)` for inputs :math:`x \in \mathbb{R}^m` and outputs
+    :math:`c`, with fixed random :math:`G_{kc} \sim N(0, I_P/P)` and rank-:math:`R` random
+    :math:`Q_{kc} = \sum_r a_{kcr} u_r u_r^\top` (:math:`u_r \sim N(0, I_P/P)`,
+    :math:`a_{kcr} \sim N(0, 1/R)`, :math:`R = P/2`), so a forward pass costs :math:`O(RP)`;
+    :math:`\theta_0 \sim N(0, I_P)`; all drawn from the caller's torch seed.
+    ``linear=True`` drops :math:`Q`: the constant-NTK (linearized) model."""
+
+    def __init__(self, m: int, k: int, p: int, linear: bool = False):
+        super().__init__()
+        r = max(1, p // 2)
+        self.theta = nn.Parameter(torch.randn(p))
+        self.register_buffer("g", torch.randn(m, k, p) / math.sqrt(p))
+        self.register_buffer("u", torch.randn(r, p) / math.sqrt(p))
+        a = torch.randn(m, k, r) / math.sqrt(r)
+        self.register_buffer("a", torch.zeros_like(a) if linear else a)
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = self.theta
+        per_input = self.g @ t + 0.5 * self.a @ (self.u @ t) ** 2  # [m, k]
+        return x.flatten(1) @ per_input / math.sqrt(per_input.shape[0])
+
+
+def second_order(linear: bool):
+    def build(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+        reject(spec, "depth", "batchnorm")
+        return SecondOrderRegression(math.prod(input_shape), n_classes, spec.width or 512, linear)
+
+    build.__doc__ = ("``quadratic-linearized``: the second-order regression model without Q "
+                     "(constant NTK)" if linear else
+                     "``quadratic``: the second-order regression model (``width`` = P, default 512)")
+    return build
+
+
+BUILDERS["quadratic"] = second_order(False)
+BUILDERS["quadratic-linearized"] = second_order(True)
