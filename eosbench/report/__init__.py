@@ -18,6 +18,7 @@ from .figures import write_figures
 from .flow import write_flow_figures
 from .generalization import write_generalization
 from .tables import load_runs, write_tables
+from .theory import write_theory_figures
 from .tuners import write_tuner_figures
 
 
@@ -94,6 +95,7 @@ def write_report(
     written += write_figures(runs, out)
     written += write_tuner_figures(runs, out)  # only where tuned optimizers ran
     written += write_flow_figures(runs, out)  # only where a central flow was integrated
+    written += write_theory_figures(runs, out)  # only where solvable models ran
     index = {
         "title": title,
         "runs": [r.id for r in runs],

@@ -132,9 +132,12 @@ def write_figures(runs: Sequence[Run], out: Path) -> list[Path]:
 
 
 def _plot_sharpness(loaded: Sequence[Run], out: Path) -> list[Path]:
+    """One panel pair per task that measured a curvature quantity (QUANTITIES)."""
     by_task: dict[str, list[tuple[int, Run]]] = defaultdict(list)
     tasks = {}
     for r in loaded:
+        if not any(q in r.keys for q in QUANTITIES):  # e.g. a solvable model's own series
+            continue
         tasks[r.task.name] = r.task
         by_task[r.task.name].append((r.seed, r))
     names = sorted(by_task)
