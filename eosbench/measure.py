@@ -415,6 +415,26 @@ def excess_risk() -> Measurement:
     return measure
 
 
+@MEASUREMENTS.register("deq_solver")
+def deq_solver() -> Measurement:
+    """The equilibrium solve of a ``deq-*`` model (:mod:`eosbench.models.deq`) on the whole
+    training set, without gradients: ``deq_iterations`` used and ``deq_residual``, the last
+    relative change (at most the model's ``tol`` when it converged).  One forward pass."""
+
+    def check(task: Task, spec) -> None:
+        if not task.model.name.startswith("deq-"):
+            raise ValueError("deq_solver measures the equilibrium solve of a deq-* model")
+
+    def measure(ctx: Context) -> dict[str, float]:
+        with torch.no_grad():
+            ctx.model(ctx.x_train)
+        last = ctx.model.last
+        return {"deq_iterations": float(last["iterations"]), "deq_residual": last["residual"]}
+
+    measure.check = check
+    return measure
+
+
 def build_measurements(task: Task) -> list[tuple[int, str, Measurement]]:
     """(every, name, callable) for each measurement of ``task``.  A measurement that needs
     something of the task (a plain-GD optimizer, a period) carries ``check(task, spec)``,

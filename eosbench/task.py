@@ -59,6 +59,7 @@ class ModelSpec:
     depth: int | None = None  # hidden layers / blocks (None = the architecture's default)
     batchnorm: bool = False  # BatchNorm after each hidden layer where the model supports it
     init_scale: float = 1.0  # multiplies the default initialization of every weight
+    options: Options = ()  # options of one model family (its builder's OPTIONS): a DEQ's w_scale
 
 
 @dataclass(frozen=True)

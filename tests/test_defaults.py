@@ -41,6 +41,7 @@ SPEC_DEFAULTS = {
         "depth": None,
         "batchnorm": False,
         "init_scale": 1.0,
+        "options": (),
     },
     T.OptimizerSpec: {
         "name": "sgd",
@@ -105,6 +106,7 @@ MEASUREMENT_DEFAULTS = {
     "linear2_state": {},
     "support_norm": {"relevant": 5},
     "excess_risk": {},
+    "deq_solver": {},
     "central_flow": {
         "start": 0.9,
         "substeps": 4,

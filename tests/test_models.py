@@ -31,7 +31,7 @@ def natural(name: str) -> tuple[tuple[int, ...], int]:
         return SUPPORT, 1
     if name == "linear":
         return STREAM, 1
-    if name.startswith("quadratic"):
+    if name.startswith(("quadratic", "deq-")):
         return DIGITS, 10
     if name.startswith("fc-"):
         return DIGITS, 10
@@ -63,6 +63,8 @@ PARAMS = {
     "linear": 1000,  # on the stream-* data (d = 1000), no bias
     "quadratic": 512,  # theta only (G, U, a are fixed buffers)
     "quadratic-linearized": 512,
+    # deq on digits: inject 64*64+64, W 64*64, head 64*10+10
+    **{f"deq-{f}": 64 * 64 + 64 + 64 * 64 + 64 * 10 + 10 for f in ("gaussian", "orthogonal", "symmetric")},
 }
 # With BatchNorm: 2 parameters per normalized channel; the ResNet convs lose their biases.
 PARAMS_BN = {

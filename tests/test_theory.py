@@ -374,3 +374,88 @@ def test_linearized_model_has_a_constant_loss_hessian_and_the_full_one_does_not(
             op = LossOperator(m, mse, x, y)
             dense.append(op.matmat(torch.eye(24, dtype=torch.float64)))
         assert torch.allclose(dense[0], dense[1], atol=1e-10) == constant
+
+
+# -- deep equilibrium networks -----------------------------------------------------------------
+
+def _deq(family="gaussian", **opts):
+    from eosbench.models import build_model
+    from eosbench.task import options
+
+    torch.manual_seed(0)
+    spec = ModelSpec(name=f"deq-{family}", width=12, options=options(**opts))
+    return build_model(spec, (6,), 3).double()
+
+
+def test_deq_init_families():
+    from eosbench.models.deq import init_matrix
+
+    torch.manual_seed(0)
+    q = init_matrix("orthogonal", 50, 0.7).double()
+    assert torch.allclose(q.T @ q, 0.49 * torch.eye(50, dtype=q.dtype), atol=1e-5)
+    s = init_matrix("symmetric", 400, 1.0)
+    assert torch.equal(s, s.T)
+    off = s[~torch.eye(400, dtype=torch.bool)]
+    assert off.var().item() == pytest.approx(1 / 400, rel=0.02)
+    g = init_matrix("gaussian", 400, 1.0)
+    assert g.var().item() == pytest.approx(1 / 400, rel=0.02) and not torch.equal(g, g.T)
+
+
+def test_deq_solves_its_fixed_point_and_its_implicit_gradient_matches_finite_differences():
+    m = _deq(w_scale=0.8, tol=1e-13, max_iter=1000)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    m(x).sum().backward()
+    assert m.last["residual"] <= 1e-13
+    with torch.no_grad():
+        u = m.inject(x)
+        z = torch.zeros_like(u)
+        for _ in range(m.last["iterations"]):
+            z = torch.tanh(z @ m.w.T + u)
+        assert torch.allclose(torch.tanh(z @ m.w.T + u), z, atol=1e-12)  # a fixed point
+    for p, idx in ((m.w, (1, 2)), (m.inject.weight, (3, 4)), (m.head.bias, (0,))):
+        e, h = torch.zeros_like(p), 1e-6
+        e[idx] = h
+        with torch.no_grad():
+            p += e
+            a = m(x).sum()
+            p -= 2 * e
+            b = m(x).sum()
+            p += e
+        assert p.grad[idx].item() == pytest.approx(((a - b) / (2 * h)).item(), rel=1e-6, abs=1e-10)
+
+
+def test_model_options_are_only_for_models_that_declare_them():
+    from eosbench.errors import OverrideError
+    from eosbench.models import build_model
+    from eosbench.task import options
+
+    with pytest.raises(OverrideError, match="no option model.options.w_scale"):
+        build_model(ModelSpec(name="fc-tanh", options=options(w_scale=2.0)), (64,), 10)
+    with pytest.raises(OverrideError, match="it has: max_iter, tol, w_scale"):
+        build_model(ModelSpec(name="deq-gaussian", options=options(scale=2.0)), (64,), 10)
+
+
+def test_deq_solver_measurement_and_deq_trains_claim():
+    from eosbench.claims import evaluate
+    from eosbench.measure import MEASUREMENTS, Context
+
+    m = _deq(w_scale=0.5)
+    meas = MEASUREMENTS.get("deq_solver")()
+    task = Task(name="t", model=ModelSpec(name="deq-gaussian"), claims=(ClaimSpec("deq_trains"),))
+    meas.check(task, None)
+    ctx = Context(task=task, step=0, model=m, loss_fn=None,
+                  x_train=torch.randn(9, 6, dtype=torch.float64), y_train=None, optimizer=None,
+                  physical_batch_size=None, generator=torch.Generator())  # fmt: skip
+    out = meas(ctx)
+    assert 1 <= out["deq_iterations"] <= 50 and out["deq_residual"] <= 1e-4
+    with pytest.raises(ValueError, match="deq"):
+        meas.check(Task(name="t"), None)
+
+    def series(end):
+        return [{"step": s, "train_loss": 2.3 + (end - 2.3) * s / 100, "deq_residual": 1e-4}
+                for s in range(0, 101, 10)]  # fmt: skip
+
+    assert evaluate(task, Run.synthetic(series(0.05), task=task))[0].verdict == "PASS"
+    assert evaluate(task, Run.synthetic(series(0.5), task=task))[0].verdict == "FAIL"
+    (v,) = evaluate(task, Run.synthetic(series(0.05), status="diverged", diverged_at=40, task=task))
+    assert v.verdict == "FAIL" and v.parts["why"] == "diverged"

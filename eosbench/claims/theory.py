@@ -52,3 +52,32 @@ def support_shrinks(run: Run, task: Task, max_ratio: float = 0.8) -> Verdict:
         parts={"evaluable": True, "shrinks": shrinks, "ratio": end,
                "irrelevant_start": float(irr[0]), "irrelevant_end": float(irr[-1])},  # fmt: skip
     )
+
+
+DEQ = ("Agarwala & Schoenholz 2022 (arXiv:2207.09432v1, abstract); the layer, solver and "
+       "experiment are eosbench's")  # fmt: skip
+
+
+@CLAIMS.register("deq_trains")
+def deq_trains(run: Run, task: Task, max_loss: float = 0.1) -> Verdict:
+    """A DEQ trains stably: the run does not diverge and its final training loss is at most
+    ``max_loss`` (Agarwala & Schoenholz: orthogonal or symmetric initialization "allows for
+    greater stability in training" over "a broader range of initial weight scales")."""
+    name = "deq_trains"
+    if not max_loss > 0:
+        raise ValueError(f"max_loss={max_loss!r}: expected a positive number")
+    _, res = run.values("deq_residual")
+    solve = f"; last solver residual {res[-1]:.2g}" if len(res) else ""
+    if run.status == "diverged":
+        return fail(name, f"diverged at step {run.diverged_at}{solve}", "diverged", citation=DEQ)
+    steps, loss = run.values("train_loss")
+    if len(loss) < 2:
+        return fail(name, f"{len(loss)} records of train_loss (< 2)", "too_few_points",
+                    citation=DEQ)  # fmt: skip
+    ok = float(loss[-1]) <= max_loss
+    return Verdict(
+        name, "PASS" if ok else "FAIL", float(loss[-1]), max_loss,
+        f"final training loss <= {max_loss:g}, no divergence",
+        f"training loss {loss[0]:.4g} -> {loss[-1]:.4g} over steps {steps[0]}-{steps[-1]}{solve}",
+        citation=DEQ, parts={"evaluable": True, "trains": ok, "final_loss": float(loss[-1])},
+    )  # fmt: skip

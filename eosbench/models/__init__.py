@@ -9,10 +9,12 @@ group ``eosbench.models``.  Registered names:
 * ``cnn-<act>`` (max pooling) and ``cnn-avgpool-<act>`` -- :mod:`.cnn`;
 * ``resnet20``, ``resnet32`` -- :mod:`.resnet`;
 * ``vgg11`` -- :mod:`.vgg`;  ``vit`` -- :mod:`.vit`;  ``linear2`` -- :mod:`.linear`;
-* ``deep-linear`` -- :mod:`.theory`.
+* ``deep-linear``, ``linear``, ``quadratic``, ``quadratic-linearized`` -- :mod:`.theory`;
+* ``deq-gaussian``, ``deq-orthogonal``, ``deq-symmetric`` -- :mod:`.deq`.
 
 ``ModelSpec.width``/``depth`` (``None`` = the architecture's default) and
-``batchnorm`` are interpreted by each builder; a model that lacks an option
+``batchnorm`` are interpreted by each builder, ``options`` only by a builder that declares
+them in its ``OPTIONS`` dict (name: default); a model that lacks an option
 raises :class:`~eosbench.errors.OverrideError` rather than ignoring it.
 ``init_scale`` :math:`=s` is applied here, after the builder, to every model
 (registered or plugged in): every parameter :math:`\\theta` that is not a
@@ -33,12 +35,12 @@ from torch import nn
 from ..errors import OverrideError
 from ..registry import Registry
 from ..task import ModelSpec
-from . import cnn, linear, mlp, resnet, theory, vgg, vit
+from . import cnn, deq, linear, mlp, resnet, theory, vgg, vit
 
 Builder = Callable[[ModelSpec, tuple[int, ...], int], nn.Module]
 MODELS: Registry[Builder] = Registry("model", entry_point_group="eosbench.models")
 
-for _module in (mlp, cnn, resnet, vgg, vit, linear, theory):
+for _module in (mlp, cnn, resnet, vgg, vit, linear, theory, deq):
     for _name, _builder in _module.BUILDERS.items():
         MODELS.register(_name, _builder)
 
@@ -81,6 +83,11 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -
             raise OverrideError(f"model.{key}={value!r}: expected a positive integer or None")
     if not isinstance(spec.init_scale, (int, float)) or not math.isfinite(spec.init_scale):
         raise OverrideError(f"model.init_scale={spec.init_scale!r}: expected a finite number")
+    known = getattr(builder, "OPTIONS", {})  # a family's own options and their defaults
+    unknown = sorted(k for k, _ in spec.options if k not in known)
+    if unknown:
+        raise OverrideError(f"model {spec.name!r} has no option model.options.{unknown[0]}"
+                            + (f" (it has: {', '.join(sorted(known))})" if known else ""))  # fmt: skip
     shape = tuple(int(s) for s in input_shape)
     model = builder(spec, shape, int(n_classes))
     return scale_weights(model, float(spec.init_scale))

@@ -1,0 +1,112 @@
+r"""Deep equilibrium networks ``deq-<family>`` (the ``theory`` suite).
+
+One equilibrium layer between a linear input injection and a linear head:
+:math:`z^* = \tanh(W z^* + U x + b)`, solved by direct iteration (the deep net with tied
+weights it equals, Agarwala & Schoenholz, "Deep equilibrium networks are sensitive to
+initialization statistics", arXiv:2207.09432v1, eq. 1) from :math:`z = 0` until the relative
+change is at most ``tol`` or ``max_iter`` iterations; the gradient by implicit
+differentiation, :math:`\bar z = g + J^\top \bar z` (:math:`J = \partial f/\partial z` at
+:math:`z^*`) solved by the same iteration (Bai, Kolter & Koltun 2019, arXiv:1909.01377).
+``width`` :math:`n` (default 64).  :math:`U, b` and the head take PyTorch's default
+``nn.Linear`` initialization; :math:`W` is drawn from ``family`` with entry variance
+``w_scale``:math:`^2/n` (``model.options``):
+
+* ``deq-gaussian``: i.i.d. :math:`N(0, \sigma^2/n)`;
+* ``deq-orthogonal``: :math:`\sigma Q`, :math:`Q` Haar-orthogonal (QR of a Gaussian matrix,
+  signs fixed by the diagonal of R);
+* ``deq-symmetric``: :math:`(A + A^\top)/\sqrt2`, :math:`A` i.i.d. :math:`N(0, \sigma^2/n)`
+  (off-diagonal variance :math:`\sigma^2/n`).
+
+The paper's abstract (all that could be read offline) states that orthogonal or symmetric
+initialization "allows for greater stability in training" over "a broader range of initial
+weight scales" than Gaussian; the layer form, solver and experiment here are eosbench's.
+The module keeps the last solve's ``iterations`` and ``residual`` in :attr:`DEQ.last`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..task import ModelSpec
+from .mlp import reject
+
+FAMILIES = ("gaussian", "orthogonal", "symmetric")
+OPTIONS = {"w_scale": 1.0, "tol": 1e-4, "max_iter": 50}
+
+
+def init_matrix(family: str, n: int, scale: float) -> Tensor:
+    """:math:`W` of ``family`` with entry variance ``scale``:math:`^2/n` (module docstring)."""
+    a = torch.randn(n, n) * (scale / math.sqrt(n))
+    if family == "gaussian":
+        return a
+    if family == "symmetric":
+        return (a + a.T) / math.sqrt(2)
+    if family == "orthogonal":
+        q, r = torch.linalg.qr(torch.randn(n, n))
+        return scale * q * torch.sign(torch.diagonal(r))
+    raise ValueError(f"unknown DEQ family {family!r}")
+
+
+def fixed_point(g, z0: Tensor, tol: float, max_iter: int) -> tuple[Tensor, int, float]:
+    """Iterate :math:`z \\leftarrow g(z)` from ``z0``; (z, iterations, last relative change)."""
+    z, res = z0, math.inf
+    for i in range(1, max_iter + 1):
+        new = g(z)
+        res = float((new - z).norm() / (new.norm() + 1e-30))
+        z = new
+        if res <= tol:
+            return z, i, res
+    return z, max_iter, res
+
+
+class DEQ(nn.Module):
+    def __init__(self, m: int, k: int, n: int, family: str, w_scale: float, tol: float,
+                 max_iter: int):  # fmt: skip
+        super().__init__()
+        self.inject = nn.Linear(m, n)
+        self.w = nn.Parameter(init_matrix(family, n, w_scale))
+        self.head = nn.Linear(n, k)
+        self.tol, self.max_iter = tol, max_iter
+        self.last = {"iterations": 0, "residual": 0.0}
+
+    def layer(self, z: Tensor, u: Tensor) -> Tensor:
+        return torch.tanh(z @ self.w.T + u)
+
+    def forward(self, x: Tensor) -> Tensor:
+        u = self.inject(x.flatten(1))
+        with torch.no_grad():
+            z, it, res = fixed_point(lambda z: self.layer(z, u), torch.zeros_like(u), self.tol,
+                                     self.max_iter)  # fmt: skip
+        self.last = {"iterations": it, "residual": res}
+        if not torch.is_grad_enabled():
+            return self.head(z)
+        z = self.layer(z, u)  # one step on the graph: the parameters' part of the gradient
+        z0 = z.detach().requires_grad_()
+        f0 = self.layer(z0, u)  # J^T v products at the fixed point
+
+        def implicit(grad: Tensor) -> Tensor:
+            def step(v):
+                return torch.autograd.grad(f0, z0, v, retain_graph=True)[0] + grad
+
+            return fixed_point(step, grad, self.tol, self.max_iter)[0]
+
+        z.register_hook(implicit)
+        return self.head(z)
+
+
+def deq(family: str):
+    def build(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+        reject(spec, "depth", "batchnorm")
+        o = {**OPTIONS, **dict(spec.options)}
+        return DEQ(math.prod(input_shape), n_classes, spec.width or 64, family,
+                   float(o["w_scale"]), float(o["tol"]), int(o["max_iter"]))  # fmt: skip
+
+    build.OPTIONS = OPTIONS
+    build.__doc__ = f"``deq-{family}``: the equilibrium layer with a {family} W (module docstring)."
+    return build
+
+
+BUILDERS = {f"deq-{f}": deq(f) for f in FAMILIES}
