@@ -65,9 +65,16 @@ def merge(folder: Path, regen: Path) -> int:
             continue
         new = replace(store.load_run(done[key]), id=old.id)
         verdicts = check(new)
-        bad = [f"{o.claim}: {o.verdict} {o.measured!r} -> {n.verdict} {n.measured!r}"
-               for o, n in zip(old.verdicts, verdicts, strict=True)
-               if (o.verdict, o.measured) != (n.verdict, n.measured)]  # fmt: skip
+        now = {v.claim: v for v in verdicts}  # claims added since the record are new ones
+        bad = [f"{o.claim}: {o.verdict} {o.measured!r} -> " + (
+                   f"{now[o.claim].verdict} {now[o.claim].measured!r}" if o.claim in now
+                   else "no such claim now")
+               for o in old.verdicts
+               if o.claim not in now or (o.verdict, o.measured) != (now[o.claim].verdict,
+                                                                   now[o.claim].measured)]  # fmt: skip
+        added = [v.claim for v in verdicts if v.claim not in {o.claim for o in old.verdicts}]
+        if added:
+            print(f"  {old.id}: claims judged now but not recorded: {', '.join(added)}")
         if bad:
             differs += [f"{old.id} {b}" for b in bad]
             runs.append(old)
