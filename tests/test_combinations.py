@@ -26,6 +26,8 @@ SPECS = {
     "armijo": OptimizerSpec(name="armijo", lr=0.01),
     "polyak": OptimizerSpec(name="polyak", lr=0.01),
     "cdat": OptimizerSpec(name="cdat", lr=0.01, cdat_sigma=2.0),
+    "signsgd": OptimizerSpec(name="signsgd", lr=1e-3),
+    "clipped-sgd": OptimizerSpec(name="sgd", lr=0.01, clip_norm=0.5),
 }
 pytestmark = pytest.mark.slow  # 232 training steps, VGG-11 and ViT among them (about a minute)
 BN_MODELS = {"resnet20", "resnet32", "vgg11"} | {m for m in MODELS.list("cnn-*")}
