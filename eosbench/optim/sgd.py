@@ -9,7 +9,6 @@ norm :math:`c` first (:class:`ClippedSGD`); the thresholds below hold where it d
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,17 +48,11 @@ def build(spec: OptimizerSpec, params: Iterable[Any]) -> torch.optim.SGD:
     """
     if spec.nesterov and spec.momentum == 0:
         raise UserError("optimizer.nesterov=true needs optimizer.momentum > 0")
-    cls = torch.optim.SGD if spec.clip_norm is None else ClippedSGD
-    opt = cls(
-        params,
-        lr=spec.lr,
-        momentum=spec.momentum,
-        nesterov=spec.nesterov,
-        weight_decay=spec.weight_decay,
-    )
-    if spec.clip_norm is not None:
-        opt.clip_norm = float(spec.clip_norm)
-    return opt
+    kw = dict(lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov,
+              weight_decay=spec.weight_decay)  # fmt: skip
+    if spec.clip_norm is None:
+        return torch.optim.SGD(params, **kw)
+    return ClippedSGD(params, clip_norm=float(spec.clip_norm), **kw)
 
 
 class ClippedSGD(torch.optim.SGD):
@@ -68,8 +61,10 @@ class ClippedSGD(torch.optim.SGD):
     Beneventano et al.'s and Marshall et al.'s experiments clip).  ``last_grad_norm`` is the
     norm before clipping."""
 
-    clip_norm: float = math.inf
-    last_grad_norm: float | None = None
+    def __init__(self, params: Iterable[Any], clip_norm: float, **kw: Any):
+        super().__init__(params, **kw)
+        self.clip_norm = clip_norm
+        self.last_grad_norm: float | None = None
 
     def step(self, closure=None):
         if closure is None:
