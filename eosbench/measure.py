@@ -14,6 +14,7 @@ its value as ``<name>_hvps``, and its wall time as ``<name>_seconds``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,20 @@ def _operator(ctx: Context, preconditioner=None, n_examples: int | None = None):
     )
 
 
+def _needs_hessian(task: Task, spec) -> None:
+    """The check of a measurement that takes the loss Hessian (or the torch.func gradient)."""
+    from .models import second_order
+
+    if not second_order(task.model.name):
+        raise ValueError(f"{spec.name} needs the loss Hessian, and model {task.model.name!r} "
+                         "has none here (its gradient is a first-order implicit hook)")  # fmt: skip
+
+
+def _curvature(measure: Measurement) -> Measurement:
+    measure.check = _needs_hessian
+    return measure
+
+
 def _top(ctx: Context, key: str, op, k: int, tol: float, max_products: int) -> dict[str, float]:
     from .curvature import top_eigenpairs
 
@@ -105,7 +120,7 @@ def sharpness(
     def measure(ctx: Context) -> dict[str, float]:
         return _top(ctx, "sharpness", _operator(ctx, None, n_examples), k, tol, max_products)
 
-    return measure
+    return _curvature(measure)
 
 
 @MEASUREMENTS.register("preconditioned_sharpness")
@@ -123,7 +138,7 @@ def preconditioned_sharpness(k: int = 1, tol: float = 1e-3, max_products: int = 
             return {}
         return _top(ctx, "preconditioned_sharpness", _operator(ctx, p), k, tol, max_products)
 
-    return measure
+    return _curvature(measure)
 
 
 def _momentum_term(optimizer: torch.optim.Optimizer, model: nn.Module) -> Tensor | None:
@@ -234,7 +249,7 @@ def batch_sharpness(
         out[f"{key}_seconds"] = time.perf_counter() - t0
         return out
 
-    return measure
+    return _curvature(measure)
 
 
 @MEASUREMENTS.register("trace")
@@ -258,18 +273,17 @@ def trace(
             "trace_seconds": time.perf_counter() - t0,
         }
 
-    return measure
+    return _curvature(measure)
 
 
 def _plain_gd(task: Task) -> str | None:
     """Why ``task``'s optimizer is not plain constant-step full-batch GD, or None."""
+    from .optim import departures
+
     o = task.optimizer
     if o.name != "sgd" or o.batch_size is not None:
         return f"optimizer {o.name!r} with batch_size={o.batch_size}"
-    if o.momentum or o.weight_decay or task.schedule.lr_schedule != "constant":
-        return (f"momentum={o.momentum}, weight_decay={o.weight_decay}, "
-                f"lr_schedule={task.schedule.lr_schedule!r}")
-    return None
+    return ", ".join(departures(task)) or None
 
 
 @MEASUREMENTS.register("central_flow")
@@ -315,6 +329,7 @@ def central_flow(
     def check(task: Task, spec) -> None:
         if spec.every != 1:
             raise ValueError("central_flow must be measured every step (every=1)")
+        _needs_hessian(task, spec)
         why = _plain_gd(task)
         if why is not None:
             raise ValueError(f"central_flow is GD's central flow; this task has {why}")
@@ -369,7 +384,8 @@ def support_norm(relevant: int = 5) -> Measurement:
     :math:`\lVert W_1[:, :r] \rVert_F`), where the first ``relevant`` inputs are the teacher's
     (the ``support`` data set's :math:`r = 5`) and :math:`W_1` is the model's first matrix
     parameter; ``irrelevant_ratio`` is ``irrelevant_norm`` over its value at the run's first
-    measurement (step 0).  No HVPs."""
+    measurement (step 0; NaN, not recorded, when that was 0, as for a zero-initialized
+    model).  No HVPs."""
     if isinstance(relevant, bool) or not isinstance(relevant, int) or relevant < 1:
         raise ValueError(f"support_norm: relevant must be a positive integer, got {relevant!r}")
 
@@ -386,7 +402,7 @@ def support_norm(relevant: int = 5) -> Measurement:
         first = ctx.cache.setdefault("support_norm", irrelevant)  # at the run's first call
         return {
             "irrelevant_norm": irrelevant,
-            "irrelevant_ratio": irrelevant / first,
+            "irrelevant_ratio": irrelevant / first if first > 0 else math.nan,
             "relevant_norm": float(w[:, :relevant].norm()),
         }
 
@@ -417,19 +433,34 @@ def excess_risk() -> Measurement:
 
 @MEASUREMENTS.register("deq_solver")
 def deq_solver() -> Measurement:
-    """The equilibrium solve of a ``deq-*`` model (:mod:`eosbench.models.deq`) on the whole
-    training set, without gradients: ``deq_iterations`` used and ``deq_residual``, the last
-    relative change (at most the model's ``tol`` when it converged).  One forward pass."""
+    """The equilibrium solves of a ``deq-*`` model (:mod:`eosbench.models.deq`) on the whole
+    training set: the forward solve's ``deq_iterations`` and ``deq_residual`` (its last
+    relative change, at most the model's ``tol`` when it converged) and the backward
+    (implicit-gradient) solve's ``deq_backward_iterations`` and ``deq_backward_residual``, of
+    the training loss's gradient (taken with ``torch.autograd.grad``: the parameters' ``.grad``
+    is untouched).  In chunks of ``physical_batch_size`` examples, each solved on its own; the
+    largest iterations and residual over the chunks.  Cost: one forward and backward pass."""
 
     def check(task: Task, spec) -> None:
         if not task.model.name.startswith("deq-"):
             raise ValueError("deq_solver measures the equilibrium solve of a deq-* model")
 
     def measure(ctx: Context) -> dict[str, float]:
-        with torch.no_grad():
-            ctx.model(ctx.x_train)
-        last = ctx.model.last
-        return {"deq_iterations": float(last["iterations"]), "deq_residual": last["residual"]}
+        model, n = ctx.model, ctx.x_train.shape[0]
+        params = [p for p in model.parameters() if p.requires_grad]
+        chunk = ctx.physical_batch_size or n
+        out = dict.fromkeys(("deq_iterations", "deq_residual", "deq_backward_iterations",
+                             "deq_backward_residual"), 0.0)  # fmt: skip
+        for i in range(0, n, chunk):
+            xb, yb = ctx.x_train[i:i + chunk], ctx.y_train[i:i + chunk]
+            with torch.enable_grad():
+                loss = ctx.loss_fn(model(xb), yb)
+                forward = model.last
+                torch.autograd.grad(loss, params)
+            for key, solve in (("deq", forward), ("deq_backward", model.last_backward)):
+                out[f"{key}_iterations"] = max(out[f"{key}_iterations"], float(solve["iterations"]))
+                out[f"{key}_residual"] = max(out[f"{key}_residual"], float(solve["residual"]))
+        return out
 
     measure.check = check
     return measure

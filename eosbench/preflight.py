@@ -63,6 +63,7 @@ def check_schedule(task: Task) -> None:
 
 def check_task(task: Task, seed: int) -> None:
     """What can be checked of a run of ``task`` with ``seed`` without its data."""
+    from .claims import check_claims
     from .losses import LOSSES
     from .measure import build_measurements
     from .models import MODELS
@@ -81,6 +82,7 @@ def check_task(task: Task, seed: int) -> None:
     if isinstance(s, bool) or not isinstance(s, int | float) or not abs(s) <= big:
         raise UserError(f"model.init_scale={s!r}: expected a finite number (|x| <= {big:.3g})")
     build_measurements(task)
+    check_claims(task)
 
 
 def device_memory(device: torch.device) -> int | None:

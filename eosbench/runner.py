@@ -482,7 +482,7 @@ def run(
     device = resolve_device(opts.device)
     preflight.check_task(task, seed)  # the whole input, before anything is written
     loss_fn = LOSSES.get(task.loss)
-    data = load_dataset(task.data, opts.data_root)
+    data = load_dataset(task.data, opts.data_root, seed)
     preflight.check_fit(task, data, device)
     with store.locked(rdir, wait=True):
         # another worker may have finished this run while we waited for the lock

@@ -306,6 +306,24 @@ def parse_value(text: str, allowed: tuple[type, ...], key: str) -> Any:
     raise OverrideError(f"override {key}={text!r}: expected {names}")
 
 
+def _model_option(model: ModelSpec, name: str, text: str) -> ModelSpec:
+    """``model`` with its family's option ``name`` (its builder's ``OPTIONS``) set from
+    ``text``, parsed as the type of the option's default."""
+    from .models import MODELS
+
+    known = getattr(MODELS.get(model.name), "OPTIONS", {})
+    key = f"model.options.{name}"
+    if name not in known:
+        have = f" (it has: {', '.join(sorted(known))})" if known else " (it has none)"
+        raise OverrideError(f"unknown override key {key!r}: model {model.name!r} has no option "
+                            f"{name!r}{have}")  # fmt: skip
+    default = known[name]
+    allowed = (int, float) if type(default) is float else (type(default),)
+    value = parse_value(text, allowed, key)
+    value = float(value) if type(default) is float else value
+    return replace(model, options=options(**{**dict(model.options), name: value}))
+
+
 def apply_overrides(task: Task, overrides: list[str] | tuple[str, ...]) -> Task:
     """Apply ``KEY=VALUE`` overrides with dotted keys, checking keys and types.
 
@@ -321,6 +339,9 @@ def apply_overrides(task: Task, overrides: list[str] | tuple[str, ...]) -> Task:
             task = replace(task, seeds=seeds)
             continue
         head, _, attr = key.partition(".")
+        if head == "model" and attr.startswith("options."):
+            task = replace(task, model=_model_option(task.model, attr[len("options."):], value))
+            continue
         if head == "loss" and not attr:
             task = replace(task, loss=parse_value(value, (str,), key))
             continue

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -89,11 +90,17 @@ def merge(folder: Path, regen: Path) -> int:
     if not left:
         from eosbench.report import publish
 
-        runs = read_artifact(folder)
-        for p in folder.iterdir():
-            if p.name != "README.md":
-                p.unlink()
-        publish(runs, folder)
+        # publish beside the folder and swap it in whole: a failed publish leaves the folder
+        # as it was, and nothing of the old tables survives in the new one
+        fresh, old_dir = folder.with_name(f".{folder.name}.new"), folder.with_name(f".{folder.name}.old")
+        for d in (fresh, old_dir):
+            shutil.rmtree(d, ignore_errors=True)
+        publish(read_artifact(folder), fresh)
+        if (folder / "README.md").exists():
+            shutil.copy2(folder / "README.md", fresh / "README.md")
+        folder.rename(old_dir)
+        fresh.rename(folder)
+        shutil.rmtree(old_dir)
         print(f"{folder}: tables and figures rewritten from the artifact")
     return 1 if differs else 0
 

@@ -250,10 +250,17 @@ def test_stream_data_and_excess_risk():
 
     theta = stream_target()
     assert theta.shape == (STREAM_D,) and np.linalg.norm(theta) == pytest.approx(1.0)
-    d = load_dataset(DataSpec(name="stream-t3", standardize=False, n_train=2000, n_test=10))
+    spec = DataSpec(name="stream-t3", standardize=False, n_train=2000, n_test=10)
+    d = load_dataset(spec, seed=0)
     x, y = d.x_train.double().numpy(), d.y_train.double().numpy()
     noise = y - x @ theta
     assert abs(x.var() - 1) < 0.01 and 2.0 < noise.var() < 5.0  # t3: variance 3, heavy tailed
+    # drawn per run seed: the same seed gives the same stream, another seed another stream
+    assert load_dataset(spec, seed=0).checksum == d.checksum
+    other = load_dataset(spec, seed=1)
+    assert other.checksum != d.checksum and not torch.equal(other.x_train, d.x_train)
+    with pytest.raises(UserError, match="drawn per run"):
+        load_dataset(spec)
     model = build_model(ModelSpec(name="linear"), (STREAM_D,), 1)
     assert float(model[1].weight.detach().abs().sum()) == 0.0
     task = Task(name="t", data=DataSpec(name="stream-t3"), model=ModelSpec(name="linear"))
@@ -315,19 +322,47 @@ def test_risk_follows_ode_refuses_what_it_cannot_judge():
         evaluate(bad, Run.synthetic(_ode_series("sgd", 0.2, "gaussian"), task=bad))
 
 
-def test_a_short_streaming_run_is_judged_against_its_ode(tmp_path):
+@pytest.mark.parametrize("change,match", [
+    (dict(schedule=ScheduleSpec(lr_schedule="cosine")), "lr_schedule='cosine'"),
+    (dict(optimizer=OptimizerSpec(name="signsgd", lr=2.5e-4, batch_size=1, weight_decay=0.1)),
+     "weight_decay=0.1"),
+    (dict(optimizer=OptimizerSpec(name="sgd", lr=2e-4, batch_size=1, momentum=0.5)), "momentum"),
+    (dict(optimizer=OptimizerSpec(name="adam", lr=2e-4, batch_size=1)), "optimizer 'adam'"),
+    (dict(data=DataSpec(name="stream-gaussian")), "standardize=false"),
+    (dict(data=DataSpec(name="stream-gaussian", standardize=False, n_train=500)), "one pass"),
+    (dict(claims=(ClaimSpec("risk_follows_ode", options=(("rule", "adam"),)),)), "rule must be"),
+    (dict(claims=(ClaimSpec("risk_follows_ode", options=(("tol", -1.0),)),)), "tol=-1.0"),
+    (dict(claims=(ClaimSpec("risk_follows_ode", options=(("band", 1.0),)),)), "band"),
+])  # fmt: skip
+def test_preflight_refuses_a_streaming_task_its_ode_cannot_judge(change, match):
+    """The claim's check runs in preflight (one line, before anything is written): the ODEs
+    are for plain SGD, clipped SGD and signSGD, one pass over raw N(0, I) inputs."""
+    from eosbench.preflight import check_task
+
+    task = _stream_task(claims=(ClaimSpec("risk_follows_ode"),))
+    check_task(task, 0)
+    with pytest.raises(UserError, match=match):
+        check_task(replace(task, **change), 0)
+
+
+@pytest.mark.parametrize("opt,c,law", [("signsgd", None, "gaussian"), ("sgd", 1.5, "t3")])
+def test_a_short_streaming_run_is_judged_against_its_ode(tmp_path, opt, c, law):
+    """A real run of signSGD (Gaussian noise) and of clipped SGD (t3 noise, where clipping
+    binds) follows its own ODE; the clipped run is far from plain SGD's."""
     from eosbench.claims import evaluate
     from eosbench.runner import RunOptions, run
     from eosbench.store import load_run
 
-    task = replace(_stream_task("signsgd", 0.25, claims=(ClaimSpec("risk_follows_ode"),)),
-                   schedule=ScheduleSpec(steps=800, eval_every=0),
+    claims = (ClaimSpec("risk_follows_ode"), ClaimSpec("risk_follows_ode", options=(("rule", "sgd"),)))
+    task = replace(_stream_task(opt, 0.25, c, law, claims=claims),
+                   schedule=ScheduleSpec(steps=3000, eval_every=0),
                    measurements=(MeasurementSpec("excess_risk", every=50),))  # fmt: skip
     r = load_run(run(task, 0, RunOptions(out=tmp_path, device="cpu", progress=False)))
     steps, risk = r.values("risk")
     assert steps[0] == 0 and risk[0] == pytest.approx(0.5) and risk[-1] < 0.5
-    (v,) = evaluate(task, r)
-    assert v.parts["evaluable"] and v.parts["worst"] < 0.2  # 7 points at t >= 0.5
+    own, vs_sgd = evaluate(task, r)
+    assert own.parts["evaluable"] and own.parts["worst"] < 0.2  # 51 points at t >= 0.5
+    assert vs_sgd.parts["worst"] > 2 * own.parts["worst"]
 
 
 # -- second-order regression -------------------------------------------------------------------
@@ -443,19 +478,109 @@ def test_deq_solver_measurement_and_deq_trains_claim():
     meas = MEASUREMENTS.get("deq_solver")()
     task = Task(name="t", model=ModelSpec(name="deq-gaussian"), claims=(ClaimSpec("deq_trains"),))
     meas.check(task, None)
-    ctx = Context(task=task, step=0, model=m, loss_fn=None,
-                  x_train=torch.randn(9, 6, dtype=torch.float64), y_train=None, optimizer=None,
-                  physical_batch_size=None, generator=torch.Generator())  # fmt: skip
+    x, y = torch.randn(9, 6, dtype=torch.float64), torch.randint(0, 3, (9,))
+    ctx = Context(task=task, step=0, model=m, loss_fn=nn.functional.cross_entropy, x_train=x,
+                  y_train=y, optimizer=None, physical_batch_size=None,
+                  generator=torch.Generator())  # fmt: skip
     out = meas(ctx)
     assert 1 <= out["deq_iterations"] <= 50 and out["deq_residual"] <= 1e-4
+    assert 1 <= out["deq_backward_iterations"] <= 50 and out["deq_backward_residual"] <= 1e-4
+    assert all(p.grad is None for p in m.parameters())  # the measurement leaves .grad alone
+    chunked = meas(replace(ctx, physical_batch_size=4))  # three chunks, each solved on its own
+    assert chunked["deq_residual"] <= 1e-4 and chunked["deq_iterations"] <= out["deq_iterations"] + 5
     with pytest.raises(ValueError, match="deq"):
         meas.check(Task(name="t"), None)
 
-    def series(end):
-        return [{"step": s, "train_loss": 2.3 + (end - 2.3) * s / 100, "deq_residual": 1e-4}
-                for s in range(0, 101, 10)]  # fmt: skip
+    def series(end, fwd=1e-5, bwd=1e-5):
+        return [{"step": s, "train_loss": 2.3 + (end - 2.3) * s / 100, "deq_residual": fwd,
+                 "deq_backward_residual": bwd} for s in range(0, 101, 10)]  # fmt: skip
 
     assert evaluate(task, Run.synthetic(series(0.05), task=task))[0].verdict == "PASS"
     assert evaluate(task, Run.synthetic(series(0.5), task=task))[0].verdict == "FAIL"
+    for fwd, bwd in ((3e-4, 1e-5), (1e-5, 3e-4)):  # fits, but through an unconverged solve
+        (v,) = evaluate(task, Run.synthetic(series(0.05, fwd, bwd), task=task))
+        assert v.verdict == "FAIL" and v.parts["fits"] and not v.parts["converged"]
+    no_solver = [{k: v for k, v in r.items() if "residual" not in k} for r in series(0.05)]
+    (v,) = evaluate(task, Run.synthetic(no_solver, task=task))
+    assert v.verdict == "FAIL" and v.parts["why"] == "no_solver_record"
     (v,) = evaluate(task, Run.synthetic(series(0.05), status="diverged", diverged_at=40, task=task))
     assert v.verdict == "FAIL" and v.parts["why"] == "diverged"
+
+
+def test_deq_refuses_second_derivatives():
+    """The implicit gradient is first order: a double backward raises, the curvature operator
+    refuses the model, and preflight refuses a curvature measurement on a deq-* task."""
+    from eosbench.curvature import LossOperator
+    from eosbench.preflight import check_task
+
+    m = _deq(w_scale=0.5)
+    x, y = torch.randn(9, 6, dtype=torch.float64), torch.randint(0, 3, (9,))
+    loss = nn.functional.cross_entropy(m(x), y)
+    with pytest.raises(RuntimeError, match="first order only"):
+        torch.autograd.grad(loss, list(m.parameters()), create_graph=True)
+    with pytest.raises(ValueError, match="second_order = False"):
+        LossOperator(m, nn.functional.cross_entropy, x, y)
+    for name in ("sharpness", "trace", "batch_sharpness", "preconditioned_sharpness"):
+        task = Task(name="t", model=ModelSpec(name="deq-gaussian"),
+                    measurements=(MeasurementSpec(name),))  # fmt: skip
+        with pytest.raises(UserError, match="needs the loss Hessian"):
+            check_task(task, 0)
+    check_task(replace(task, measurements=(MeasurementSpec("deq_solver"),)), 0)
+
+
+@pytest.mark.parametrize("opt,match", [(("tol", 0.0), "tol=0.0"), (("max_iter", 0), "max_iter=0"),
+                                       (("max_iter", 2.5), "max_iter=2.5"),
+                                       (("w_scale", float("nan")), "w_scale=nan")])  # fmt: skip
+def test_deq_option_values_are_validated(opt, match):
+    from eosbench.errors import OverrideError
+    from eosbench.models import build_model
+
+    with pytest.raises(OverrideError, match=match):
+        build_model(ModelSpec(name="deq-gaussian", options=(opt,)), (6,), 3)
+
+
+def test_model_options_can_be_set_from_the_command_line():
+    from eosbench.errors import OverrideError
+    from eosbench.task import apply_overrides
+
+    task = Task(name="t", model=ModelSpec(name="deq-orthogonal"))
+    out = apply_overrides(task, ["model.options.w_scale=2", "model.options.max_iter=80"])
+    assert out.model.options == (("max_iter", 80), ("w_scale", 2.0))
+    assert apply_overrides(out, ["model.options.w_scale=0.5"]).model.options == (
+        ("max_iter", 80), ("w_scale", 0.5))  # fmt: skip
+    with pytest.raises(OverrideError, match="has no option 'scale' \\(it has: max_iter, tol"):
+        apply_overrides(task, ["model.options.scale=2"])
+    with pytest.raises(OverrideError, match="expected int"):
+        apply_overrides(task, ["model.options.max_iter=2.5"])
+    with pytest.raises(OverrideError, match="it has none"):
+        apply_overrides(Task(name="t"), ["model.options.w_scale=2"])
+
+
+def test_support_norm_of_a_zero_initialized_model_has_no_ratio():
+    from eosbench.measure import MEASUREMENTS, Context
+
+    model = nn.Sequential(nn.Linear(8, 3, bias=False))
+    nn.init.zeros_(model[0].weight)
+    ctx = Context(task=Task(name="t"), step=0, model=model, loss_fn=None, x_train=None,
+                  y_train=None, optimizer=None, physical_batch_size=None,
+                  generator=torch.Generator())  # fmt: skip
+    out = MEASUREMENTS.get("support_norm")()(ctx)
+    assert out["irrelevant_norm"] == 0.0 and np.isnan(out["irrelevant_ratio"])
+
+
+def test_theory_figure_draws_streaming_runs_with_and_without_an_ode(tmp_path):
+    """A streaming run of an optimizer with no risk ODE (Adam), under a short task name, is
+    drawn without a dashed curve; the figure is written."""
+    from eosbench.report.theory import write_theory_figures
+
+    sgd = _stream_task("sgd", 0.2)
+    adam = replace(sgd, name="adam-stream", optimizer=OptimizerSpec(name="adam", lr=1e-3, batch_size=1))
+    support = Task(name="support/deep-linear/gd", data=DataSpec(name="support", standardize=False),
+                   model=ModelSpec(name="deep-linear"))  # fmt: skip
+    runs = [Run.synthetic(_ode_series("sgd", 0.2, "gaussian"), task=sgd),
+            Run.synthetic(_ode_series("sgd", 0.2, "gaussian", scale=1.3), task=adam),
+            Run.synthetic([{"step": s, "irrelevant_ratio": 1 - s / 400} for s in range(0, 101, 10)],
+                          task=support)]  # fmt: skip
+    files = write_theory_figures(runs, tmp_path)
+    assert sorted(p.name for p in files) == ["theory.pdf", "theory.png"]
+    assert write_theory_figures(runs[2:], tmp_path / "s") and not write_theory_figures([], tmp_path / "n")

@@ -3,6 +3,10 @@
 A claim is registered by name as ``claim(run: Run, task: Task, **options) -> Verdict``
 (:class:`~eosbench.record.Run`).  It never trains or measures anything itself, so it can be
 tested on hand-made runs (``Run.synthetic(records)``) (AlgoPerf's ``has_reached_validation_target`` pattern).
+A claim that is about some tasks only (the streaming risk ODEs) carries
+``check(task, **options)``, which :func:`check_claims` calls with every option (the task's,
+and the claim's defaults for the rest) before
+anything runs, so that a task whose claim could never be judged is refused in preflight.
 A claim that cannot be evaluated (the run diverged, the threshold was never
 reached in the budget, too few measurements) is ``FAIL`` with that reason,
 never ``PASS``.  A task states the verdict it expects of each claim: ``PASS``,
@@ -68,14 +72,33 @@ def fail(claim: str, reason: str, why: str = "", **kw: Any) -> Verdict:
     return Verdict(claim, "FAIL", detail=f"not evaluable: {reason}", parts=parts, **kw)
 
 
+def _registered() -> None:
+    from . import eos, flow, linear, stochastic, streaming, theory, tuners  # noqa: F401
+
+
+def check_claims(task: Task) -> None:
+    """Raise :class:`UserError` (one line) for a claim of ``task`` that is not registered, an
+    option it does not take, or a task it cannot judge (its ``check``)."""
+    _registered()
+    for spec in task.claims:
+        fn = CLAIMS.get(spec.name)
+        kw = dict(spec.options)
+        try:
+            bound = inspect.signature(fn).bind(None, task, **kw)
+            bound.apply_defaults()
+            if hasattr(fn, "check"):
+                fn.check(task, **dict(list(bound.arguments.items())[2:]))
+        except (TypeError, ValueError) as e:
+            raise UserError(f"claim {spec.name!r}: {e}") from None
+
+
 def evaluate(task: Task, run: Run, threshold: Threshold | None = None) -> list[Verdict]:
     """Every claim of ``task`` on ``run``, each with the task's expected verdict.
 
     ``threshold``: the optimizer's stability threshold to judge by, for an optimizer that is
     not installed (a leaderboard submission's declared one); default: the installed
     optimizer's (:func:`eosbench.optim.threshold`)."""
-    from . import eos, flow, linear, stochastic, streaming, theory, tuners  # noqa: F401,E501
-
+    _registered()
     out = []
     if not run.finished:  # a cut-off series must not pass for a whole run
         void = ("unfinished", f"the run did not finish (status {run.status!r} at step "

@@ -108,21 +108,44 @@ def risk_curve(rule: str, R0: float, times: np.ndarray, eta: float, law: str,
 
 
 def task_setting(task: Task) -> tuple[str, float, float | None, int, str]:
-    """(rule, eta, c, d, law) of a streaming task: ``eta = lr d``, ``c = clip_norm / sqrt d``."""
-    from ..data.synthetic import STREAM_D, STREAM_NOISES
+    """(rule, eta, c, d, law) of a streaming task: ``eta = lr d``, ``c = clip_norm / sqrt d``.
+    ``ValueError`` for a task the ODEs are not about: other data or batch size, standardized
+    inputs, more steps than examples (the ODEs are one pass), or anything beyond the plain
+    update of SGD, clipped SGD or signSGD (:func:`eosbench.optim.departures`)."""
+    from ..data.synthetic import STREAM_D, STREAM_N, STREAM_NOISES
+    from ..optim import departures
 
     law = task.data.name.removeprefix("stream-")
     if law not in STREAM_NOISES or task.optimizer.batch_size != 1:
         raise ValueError(f"{task.name}: not a streaming task (stream-* data, batch 1)")
+    if task.data.standardize:
+        raise ValueError(f"{task.name}: the risk ODEs are for x ~ N(0, I): set "
+                         "data.standardize=false")  # fmt: skip
+    n, steps = task.data.n_train or STREAM_N, task.schedule.steps
+    if steps is None or steps > n:
+        raise ValueError(f"{task.name}: the risk ODEs are one pass: schedule.steps={steps} must "
+                         f"be at most the {n} training examples")  # fmt: skip
     o, d = task.optimizer, STREAM_D
-    if o.name == "signsgd":
-        rule = "sign"
-    elif o.name == "sgd" and not o.momentum and not o.weight_decay:
-        rule = "sgd" if o.clip_norm is None else "clipped"
-    else:
-        raise ValueError(f"{task.name}: no risk ODE for optimizer {o.name!r} with these options")
+    rule = {"signsgd": "sign", "sgd": "sgd" if o.clip_norm is None else "clipped"}.get(o.name)
+    extra = departures(task, allow=("clip_norm",) if o.name == "sgd" else ())
+    if rule is None or extra:
+        why = f"optimizer {o.name!r}" if rule is None else ", ".join(extra)
+        raise ValueError(f"{task.name}: no risk ODE for {why}")
     c = None if o.clip_norm is None else o.clip_norm / math.sqrt(d)
     return rule, o.lr * d, c, d, law
+
+
+def _setting(task: Task, rule: str | None, tol: float, start: float):
+    """:func:`task_setting`, with the claim's options checked (``ValueError``)."""
+    setting = task_setting(task)
+    if rule is not None and rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    if (rule or setting[0]) == "clipped" and setting[2] is None:
+        raise ValueError("rule='clipped' needs a task with optimizer.clip_norm")
+    for key, v in (("tol", tol), ("start", start)):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < math.inf:
+            raise ValueError(f"{key}={v!r}: expected a finite number >= 0")
+    return setting
 
 
 @CLAIMS.register("risk_follows_ode")
@@ -132,12 +155,8 @@ def risk_follows_ode(run: Run, task: Task, rule: str | None = None, tol: float =
     ``start``; ``rule`` replaces the task's own ODE (a control: plain SGD's ODE for a signSGD
     run must FAIL)."""
     name = "risk_follows_ode" + (f"[{rule} ODE]" if rule else "")
-    own, eta, c, d, law = task_setting(task)
+    own, eta, c, d, law = _setting(task, rule, tol, start)
     rule = rule or own
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    if rule == "clipped" and c is None:
-        raise ValueError("rule='clipped' needs a task with optimizer.clip_norm")
     if run.status == "diverged":
         return fail(name, f"diverged at step {run.diverged_at}", "diverged", citation=CITATION)
     steps, risk = run.values("risk")
@@ -166,3 +185,6 @@ def risk_follows_ode(run: Run, task: Task, rule: str | None = None, tol: float =
         parts={"evaluable": True, "follows": ok, "worst": worst, "median": float(np.median(rel)),
                "final_risk": float(risk[-1]), "final_ode": float(ode[-1])},
     )  # fmt: skip
+
+
+risk_follows_ode.check = _setting

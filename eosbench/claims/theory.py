@@ -60,24 +60,39 @@ DEQ = ("Agarwala & Schoenholz 2022 (arXiv:2207.09432v1, abstract); the layer, so
 
 @CLAIMS.register("deq_trains")
 def deq_trains(run: Run, task: Task, max_loss: float = 0.1) -> Verdict:
-    """A DEQ trains stably: the run does not diverge and its final training loss is at most
-    ``max_loss`` (Agarwala & Schoenholz: orthogonal or symmetric initialization "allows for
-    greater stability in training" over "a broader range of initial weight scales")."""
+    """A DEQ trains stably: the run does not diverge, its final training loss is at most
+    ``max_loss``, and its last recorded equilibrium solves, forward and backward (measurement
+    ``deq_solver``), converged to the model's ``tol`` (Agarwala & Schoenholz: orthogonal or
+    symmetric initialization "allows for greater stability in training" over "a broader
+    range of initial weight scales").  A model that fits only through unconverged solves is
+    not a DEQ that trains: it FAILs."""
+    from ..models.deq import OPTIONS
+
     name = "deq_trains"
     if not max_loss > 0:
         raise ValueError(f"max_loss={max_loss!r}: expected a positive number")
-    _, res = run.values("deq_residual")
-    solve = f"; last solver residual {res[-1]:.2g}" if len(res) else ""
+    tol = float(dict(task.model.options).get("tol", OPTIONS["tol"]))
+    _, fwd = run.values("deq_residual")
+    _, bwd = run.values("deq_backward_residual")
+    solve = (f"; last solver residuals {fwd[-1]:.2g} forward, {bwd[-1]:.2g} backward (tol "
+             f"{tol:g})" if len(fwd) and len(bwd) else "")  # fmt: skip
     if run.status == "diverged":
         return fail(name, f"diverged at step {run.diverged_at}{solve}", "diverged", citation=DEQ)
     steps, loss = run.values("train_loss")
     if len(loss) < 2:
         return fail(name, f"{len(loss)} records of train_loss (< 2)", "too_few_points",
                     citation=DEQ)  # fmt: skip
-    ok = float(loss[-1]) <= max_loss
+    if not solve:
+        return fail(name, "no deq_residual and deq_backward_residual records (measurement "
+                    "deq_solver)", "no_solver_record", citation=DEQ)  # fmt: skip
+    fits = float(loss[-1]) <= max_loss
+    converged = bool(fwd[-1] <= tol and bwd[-1] <= tol)
+    ok = fits and converged
     return Verdict(
         name, "PASS" if ok else "FAIL", float(loss[-1]), max_loss,
-        f"final training loss <= {max_loss:g}, no divergence",
+        f"final training loss <= {max_loss:g}, converged solves, no divergence",
         f"training loss {loss[0]:.4g} -> {loss[-1]:.4g} over steps {steps[0]}-{steps[-1]}{solve}",
-        citation=DEQ, parts={"evaluable": True, "trains": ok, "final_loss": float(loss[-1])},
+        citation=DEQ, parts={"evaluable": True, "trains": ok, "fits": fits,
+                             "converged": converged, "final_loss": float(loss[-1]),
+                             "residual": float(fwd[-1]), "backward_residual": float(bwd[-1])},
     )  # fmt: skip

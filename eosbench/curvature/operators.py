@@ -128,6 +128,9 @@ class LossOperator:
                              f"got {len(x)} and {len(y)}")
         if physical_batch_size is not None and physical_batch_size < 1:
             raise ValueError(f"physical_batch_size must be positive, got {physical_batch_size}")
+        if getattr(model, "second_order", True) is False:
+            raise ValueError(f"{type(model).__name__} declares second_order = False: its "
+                             "gradient is not one torch.func can differentiate")  # fmt: skip
         named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("the model has no trainable parameter")

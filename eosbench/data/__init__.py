@@ -6,7 +6,10 @@
 1. **pool** -- the registered loader reads the raw training and test pools in
    their official order (``digits``: :mod:`eosbench.data.digits`; ``cifar10``,
    ``cifar100``: :mod:`eosbench.data.cifar`), as float64 features in their
-   natural range and int64 labels;
+   natural range and int64 labels.  A *seeded* loader (:func:`seeded`: the
+   streaming data sets of :mod:`eosbench.data.synthetic`) draws its pool from the
+   run's seed, so each seed of a task sees its own sample and the checksum is
+   the seed's;
 2. **subset** -- ``n_train`` of the training pool and ``n_test`` of the test
    pool (``None`` = the whole pool), chosen by ``spec.subset``:
 
@@ -94,8 +97,13 @@ class RawPool:
     missing_hint: str = ""  # appended when the task asks for more examples than exist
 
 
-Loader = Callable[[DataSpec, Path | None], RawPool]
+Loader = Callable[..., RawPool]  # (spec, root), or (spec, root, seed) when seeded
 DATASETS: Registry[Loader] = Registry("data set")
+
+
+def seeded(name: str) -> bool:
+    """Whether data set ``name`` is drawn per run seed (its loader takes the seed)."""
+    return bool(getattr(DATASETS.get(name), "seeded", False))
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path | None:
@@ -106,10 +114,17 @@ def data_root(root: str | os.PathLike | None = None) -> Path | None:
     return Path(env).expanduser() if env else None
 
 
-def load_dataset(spec: DataSpec, root: str | os.PathLike | None = None) -> Dataset:
-    """Load, subset, standardize and label-noise ``spec.name`` (module docstring)."""
+def load_dataset(spec: DataSpec, root: str | os.PathLike | None = None,
+                 seed: int | None = None) -> Dataset:  # fmt: skip
+    """Load, subset, standardize and label-noise ``spec.name`` (module docstring); ``seed``
+    (the run's) is needed by, and only used by, a :func:`seeded` data set."""
     _validate(spec)
-    pool = DATASETS.get(spec.name)(spec, data_root(root))
+    if not seeded(spec.name):
+        pool = DATASETS.get(spec.name)(spec, data_root(root))
+    elif seed is None:
+        raise DataError(f"data {spec.name!r} is drawn per run: load it with the run's seed")
+    else:
+        pool = DATASETS.get(spec.name)(spec, data_root(root), seed)
     if spec.classes is not None:
         pool = first_classes(pool, spec.classes, spec.name)
     k = pool.n_classes
@@ -317,6 +332,7 @@ __all__ = [
     "download",
     "label_noise",
     "load_dataset",
+    "seeded",
     "select",
     "standardize",
 ]

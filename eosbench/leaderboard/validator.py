@@ -175,15 +175,16 @@ class _Checker:
         """Report a problem; None, so that ``return c.bad(...)`` reports and gives up."""
         self.problems.append(Problem(file, fld, msg))
 
-    def dataset_checksum(self, task: Task) -> str | None:
-        from ..data import load_dataset
+    def dataset_checksum(self, task: Task, seed: int) -> str | None:
+        from ..data import load_dataset, seeded
 
-        if task.data not in self._checksums:
+        key = (task.data, seed if seeded(task.data.name) else None)  # a seeded pool is per seed
+        if key not in self._checksums:
             try:
-                self._checksums[task.data] = load_dataset(task.data).checksum
+                self._checksums[key] = load_dataset(task.data, seed=key[1]).checksum
             except UserError:
-                self._checksums[task.data] = None  # data not here: not checked
-        return self._checksums[task.data]
+                self._checksums[key] = None  # data not here: not checked
+        return self._checksums[key]
 
 
 def validate(root: Path, limits: Limits = DEFAULT_LIMITS) -> Result:
@@ -446,7 +447,7 @@ def _check_run_json(c: _Checker, rel: str, data: bytes, task: Task, r) -> dict |
         if v is None or (isinstance(v, str) and not v.strip()):
             c.bad(rel, f"provenance.{k}", "missing")
     if isinstance(prov.get("dataset_checksum"), str) and not diffs:
-        here = c.dataset_checksum(task)
+        here = c.dataset_checksum(task, meta["seed"])
         if here is not None and here != prov["dataset_checksum"]:
             c.bad(rel, "provenance.dataset_checksum", f"{prov['dataset_checksum'][:16]}... is not "
                   f"the checksum of the data set here ({here[:16]}...)")  # fmt: skip

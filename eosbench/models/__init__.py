@@ -72,6 +72,12 @@ def scale_weights(model: nn.Module, scale: float) -> nn.Module:
     return model
 
 
+def second_order(name: str) -> bool:
+    """Whether model ``name`` has a loss Hessian the curvature operators can take: False for
+    a builder that declares ``SECOND_ORDER = False`` (a DEQ's implicit gradient)."""
+    return bool(getattr(MODELS.get(name), "SECOND_ORDER", True))
+
+
 def build_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """Build the registered model ``spec.name`` for ``input_shape`` and ``n_classes``."""
     builder = MODELS.get(spec.name)
@@ -130,4 +136,5 @@ def check_memory(spec: ModelSpec, model: nn.Module, available: int | None, where
         )
 
 
-__all__ = ["MODELS", "Builder", "build_model", "check_memory", "meta_model", "scale_weights"]
+__all__ = ["MODELS", "Builder", "build_model", "check_memory", "meta_model", "scale_weights",
+           "second_order"]

@@ -20,7 +20,14 @@ differentiation, :math:`\bar z = g + J^\top \bar z` (:math:`J = \partial f/\part
 The paper's abstract (all that could be read offline) states that orthogonal or symmetric
 initialization "allows for greater stability in training" over "a broader range of initial
 weight scales" than Gaussian; the layer form, solver and experiment here are eosbench's.
-The module keeps the last solve's ``iterations`` and ``residual`` in :attr:`DEQ.last`.
+The module keeps the last forward solve's ``iterations`` and ``residual`` in :attr:`DEQ.last`,
+and the last backward (implicit-gradient) solve's in :attr:`DEQ.last_backward`.
+
+The gradient is an autograd hook, first order only: a backward that builds a graph of its
+own (``create_graph=True``, a Hessian-vector product by double backward) raises, and the
+``torch.func`` transforms of :class:`eosbench.curvature.LossOperator` cannot see the hook, so
+:attr:`DEQ.second_order` is False and the operator, and every curvature measurement in
+preflight (:func:`eosbench.models.second_order`), refuse a DEQ.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..errors import OverrideError
 from ..task import ModelSpec
 from .mlp import reject
 
@@ -63,6 +71,8 @@ def fixed_point(g, z0: Tensor, tol: float, max_iter: int) -> tuple[Tensor, int, 
 
 
 class DEQ(nn.Module):
+    second_order = False  # no Hessian: the implicit gradient is a first-order autograd hook
+
     def __init__(self, m: int, k: int, n: int, family: str, w_scale: float, tol: float,
                  max_iter: int):  # fmt: skip
         super().__init__()
@@ -71,6 +81,7 @@ class DEQ(nn.Module):
         self.head = nn.Linear(n, k)
         self.tol, self.max_iter = tol, max_iter
         self.last = {"iterations": 0, "residual": 0.0}
+        self.last_backward = {"iterations": 0, "residual": 0.0}
 
     def layer(self, z: Tensor, u: Tensor) -> Tensor:
         return torch.tanh(z @ self.w.T + u)
@@ -88,13 +99,33 @@ class DEQ(nn.Module):
         f0 = self.layer(z0, u)  # J^T v products at the fixed point
 
         def implicit(grad: Tensor) -> Tensor:
+            if torch.is_grad_enabled():  # a double backward: this hook has no derivative
+                raise RuntimeError("deq: the implicit gradient is first order only; no "
+                                   "Hessian-vector products through a DEQ")  # fmt: skip
+
             def step(v):
                 return torch.autograd.grad(f0, z0, v, retain_graph=True)[0] + grad
 
-            return fixed_point(step, grad, self.tol, self.max_iter)[0]
+            v, it, res = fixed_point(step, grad, self.tol, self.max_iter)
+            self.last_backward = {"iterations": it, "residual": res}
+            return v
 
         z.register_hook(implicit)
         return self.head(z)
+
+
+def checked(o: dict) -> tuple[float, float, int]:
+    """(w_scale, tol, max_iter) of the options ``o``; :class:`OverrideError` for a bad one."""
+
+    def number(key: str, ok, what: str, kind=(int, float)):
+        v = o[key]
+        if isinstance(v, bool) or not isinstance(v, kind) or not math.isfinite(v) or not ok(v):
+            raise OverrideError(f"model.options.{key}={v!r}: expected {what}")
+        return v
+
+    return (float(number("w_scale", lambda v: v >= 0, "a finite number >= 0")),
+            float(number("tol", lambda v: v > 0, "a finite number > 0")),
+            int(number("max_iter", lambda v: v >= 1, "a positive integer", int)))  # fmt: skip
 
 
 def deq(family: str):
@@ -102,9 +133,10 @@ def deq(family: str):
         reject(spec, "depth", "batchnorm")
         o = {**OPTIONS, **dict(spec.options)}
         return DEQ(math.prod(input_shape), n_classes, spec.width or 64, family,
-                   float(o["w_scale"]), float(o["tol"]), int(o["max_iter"]))  # fmt: skip
+                   *checked(o))  # fmt: skip
 
     build.OPTIONS = OPTIONS
+    build.SECOND_ORDER = DEQ.second_order
     build.__doc__ = f"``deq-{family}``: the equilibrium layer with a {family} W (module docstring)."
     return build
 

@@ -51,6 +51,7 @@ from .thresholds import Threshold, ThresholdError, sam_edge
 from .tracer import TRACER
 
 __all__ = [
+    "departures",
     "OPTIMIZERS",
     "SAM",
     "TRACER",
@@ -133,6 +134,23 @@ OPTIMIZERS.register(
     "cdat",
     OptimizerEntry(tuners.build_cdat, tuners.threshold, "CDAT / greedy step", tuners.label),
 )
+
+
+def departures(task, allow: tuple[str, ...] = ()) -> list[str]:
+    """What makes ``task``'s step more than its optimizer's plain constant-step update, as
+    ``field=value`` strings: momentum, Nesterov, weight decay, gradient clipping and a
+    non-constant step-size schedule (the fields named in ``allow`` are not counted).  A
+    measurement or claim that holds for the plain method only (GD's central flow, the
+    streaming risk ODEs) refuses a task with any."""
+    o, lr_schedule = task.optimizer, task.schedule.lr_schedule
+    found = {
+        "optimizer.momentum": (o.momentum != 0, o.momentum),
+        "optimizer.nesterov": (o.nesterov, o.nesterov),
+        "optimizer.weight_decay": (o.weight_decay != 0, o.weight_decay),
+        "optimizer.clip_norm": (o.clip_norm is not None, o.clip_norm),
+        "schedule.lr_schedule": (lr_schedule != "constant", lr_schedule),
+    }
+    return [f"{k}={v!r}" for k, (on, v) in found.items() if on and k.split(".")[1] not in allow]
 
 
 def label(spec: OptimizerSpec) -> str:

@@ -5,7 +5,8 @@
 for support learning (the irrelevant first-layer weights' norm over its initial value,
 against the step, one colour per task) and one per streaming noise law (the excess risk
 against :math:`t = k/d`, each run thin, and each task's risk ODE of
-:mod:`eosbench.claims.streaming` dashed in the same colour).  Deterministic like the other
+:mod:`eosbench.claims.streaming` dashed in the same colour, where it has one: a streaming run
+of another optimizer is drawn without).  Deterministic like the other
 figures (:mod:`.figures`).
 """
 
@@ -22,7 +23,7 @@ from .figures import _load, _palette, _save, _style
 def _label(run: Run) -> str:
     o = run.task.optimizer
     if run.task.data.name.startswith("stream-"):
-        return run.task.name.split("/", 3)[3]  # e.g. clipped-sgd/eta=0.25,c=1.5
+        return "/".join(run.task.name.split("/")[-2:])  # e.g. clipped-sgd/eta=0.25,c=1.5
     text = "GD" if o.batch_size is None else f"SGD, b={o.batch_size}"
     return text + (f", wd={o.weight_decay:g}" if o.weight_decay else "")
 
@@ -34,6 +35,7 @@ def write_theory_figures(runs: Sequence[Run], out: Path) -> list[Path]:
     import numpy as np
 
     from ..claims.streaming import risk_curve, task_setting
+    from ..data.synthetic import STREAM_D
 
     loaded = _load(runs)
     panels: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
@@ -55,11 +57,14 @@ def write_theory_figures(runs: Sequence[Run], out: Path) -> list[Path]:
                 for i, r in enumerate(group):
                     key = "irrelevant_ratio" if panel == "support" else "risk"
                     s, v = r.values(key)
-                    x = s if panel == "support" else s / task_setting(r.task)[3]
+                    x = s if panel == "support" else s / STREAM_D
                     ax.plot(x, v, color=colours[name], lw=0.8, alpha=1.0 if i == 0 else 0.5,
                             label=_label(r) if i == 0 else None)  # fmt: skip
                 if panel != "support":
-                    rule, eta, c, d, law = task_setting(group[0].task)
+                    try:
+                        rule, eta, c, d, law = task_setting(group[0].task)
+                    except ValueError:  # no ODE for this optimizer or setting
+                        continue
                     s, v = group[0].values("risk")
                     t = np.linspace(0, s[-1] / d, 200)
                     ax.plot(t, risk_curve(rule, float(v[0]), t, eta, law, c), color=colours[name],
