@@ -483,8 +483,8 @@ def test_deq_solver_measurement_and_deq_trains_claim():
                   y_train=y, optimizer=None, physical_batch_size=None,
                   generator=torch.Generator())  # fmt: skip
     out = meas(ctx)
-    assert 1 <= out["deq_iterations"] <= 50 and out["deq_residual"] <= 1e-4
-    assert 1 <= out["deq_backward_iterations"] <= 50 and out["deq_backward_residual"] <= 1e-4
+    assert 1 <= out["deq_iterations"] <= 500 and out["deq_residual"] <= 1e-4
+    assert 1 <= out["deq_backward_iterations"] <= 500 and out["deq_backward_residual"] <= 1e-4
     assert all(p.grad is None for p in m.parameters())  # the measurement leaves .grad alone
     chunked = meas(replace(ctx, physical_batch_size=4))  # three chunks, each solved on its own
     assert chunked["deq_residual"] <= 1e-4 and chunked["deq_iterations"] <= out["deq_iterations"] + 5
