@@ -84,6 +84,7 @@ class OptimizerSpec:
     cdat_sigma: float = 1.0  # CDAT scale sigma: 1 quadratically greedy, 2 on edge
     cdat_ema: float = 0.0  # CDAT EMA factor of numerator and denominator (0 = none)
     clip_norm: float | None = None  # sgd: the step's gradient clipped to this l2 norm (None: not)
+    orthogonalizer: str = "svd"  # spectral/muon polar factor: svd | newton-schulz
 
 
 LR_SCHEDULES = ("constant", "cosine")  # ScheduleSpec.lr_schedule

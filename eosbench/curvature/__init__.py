@@ -11,18 +11,21 @@ Typical use (sharpness of the full-batch training loss, warm-started across step
 from __future__ import annotations
 
 from .eigen import EigResult, top_eigenpairs
+from .generalized import GeneralizedResult, generalized_sharpness
 from .operators import LossOperator, MatrixOperator
 from .stochastic import StochasticResult, batch_sharpness, minibatch_sharpness
 from .trace import TraceResult, effective_dimension, hutchinson_trace, slq_density
 
 __all__ = [
     "EigResult",
+    "GeneralizedResult",
     "LossOperator",
     "MatrixOperator",
     "StochasticResult",
     "TraceResult",
     "batch_sharpness",
     "effective_dimension",
+    "generalized_sharpness",
     "hutchinson_trace",
     "minibatch_sharpness",
     "slq_density",

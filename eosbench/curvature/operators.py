@@ -337,6 +337,11 @@ class LossOperator:
         other._recorded = None
         return other
 
+    @property
+    def shapes(self) -> tuple[torch.Size, ...]:
+        """The trainable tensors' shapes, in the order of the flat vectors."""
+        return tuple(self._shapes)
+
     def params(self) -> Tensor:
         """The flat parameter vector the operator is evaluated at (a copy)."""
         return self._theta.clone()

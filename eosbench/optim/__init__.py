@@ -23,8 +23,15 @@ Registered names (``OPTIMIZERS``, entry point group ``eosbench.optimizers``):
   + \epsilon)` over a GD, momentum or Adam direction :math:`u` (Roulet et al. 2024,
   arXiv:2407.06183v1; :math:`\sigma = 1` quadratically greedy, 2 on edge).  No fixed
   threshold: the edge is :math:`\eta_t\lambda_{\max}/2 = 1`; each records its step as ``lr``.
-* ``signsgd`` -- sign descent (full batch) / signSGD (:mod:`.sign`); no threshold on
+* ``signsgd`` -- sign descent (full batch) / signSGD (:mod:`.sign`); full batch:
+  :math:`2/\eta` on :math:`S_\infty/\lVert g\rVert_1` (Islamov et al. 2026), none on
   :math:`\lambda_{\max}`.
+* ``linf``, ``spectral``, ``block_cd``, ``muon``, ``lion`` -- steepest descent in a norm and
+  the optimizers built on it (:mod:`.steepest`): :math:`\ell_\infty` descent, spectral
+  descent, block coordinate descent (:math:`2/\eta` on the generalized sharpness of their
+  norm, Islamov, Crawshaw, Cohen & Gower, arXiv:2603.05002v1), Muon (without momentum:
+  :math:`2/\eta` on :math:`S/\lVert g\rVert_*`; with momentum none stated) and Lion (none
+  stated).
 
 A third-party optimizer is an :class:`OptimizerEntry` (or any object with the same
 ``build``/``threshold`` attributes) published under the entry point group.  Its
@@ -45,7 +52,7 @@ from torch import Tensor
 from ..errors import UserError
 from ..registry import Registry
 from ..task import OptimizerSpec
-from . import adaptive, sam, sgd, sign, tracer, tuners
+from . import adaptive, sam, sgd, sign, steepest, tracer, tuners
 from .sam import SAM, call_without_buffer_updates
 from .thresholds import Threshold, ThresholdError, sam_edge
 from .tracer import TRACER
@@ -120,7 +127,16 @@ OPTIMIZERS.register(
 
 OPTIMIZERS.register(
     "signsgd",
-    OptimizerEntry(sign.build, sign.threshold, "sign descent / signSGD", lambda o: "signSGD"),
+    OptimizerEntry(sign.build, steepest.sign_threshold, "sign descent / signSGD",
+                   lambda o: "signSGD"),
+)
+for _name, _what in (("linf", "l_inf steepest descent"), ("spectral", "spectral descent"),
+                     ("block_cd", "block coordinate descent (greedy block)"),
+                     ("muon", "Muon: normalized spectral descent, optional momentum")):
+    OPTIMIZERS.register(_name, OptimizerEntry(steepest.builder(_name), steepest.threshold,
+                                              _what, steepest.label))
+OPTIMIZERS.register(
+    "lion", OptimizerEntry(steepest.build_lion, steepest.threshold, "Lion", steepest.label)
 )
 OPTIMIZERS.register(
     "armijo",
@@ -198,6 +214,12 @@ def validate(spec: OptimizerSpec) -> None:
             raise UserError(f"optimizer.clip_norm: only sgd clips its gradient, not {spec.name!r}")
         if not 0 < finite("clip_norm") <= dtype.max:
             raise UserError(f"optimizer.clip_norm={spec.clip_norm} must be > 0 and finite")
+    if spec.orthogonalizer not in steepest.ORTHOGONALIZERS:
+        raise UserError(f"optimizer.orthogonalizer={spec.orthogonalizer!r} is not one of "
+                        f"{', '.join(steepest.ORTHOGONALIZERS)}")  # fmt: skip
+    if spec.orthogonalizer != "svd" and spec.name not in ("spectral", "muon"):
+        raise UserError(f"optimizer.orthogonalizer: only spectral and muon orthogonalize, not "
+                        f"{spec.name!r}")  # fmt: skip
     if spec.batch_size is not None and spec.batch_size < 1:
         raise UserError(f"optimizer.batch_size={spec.batch_size} must be >= 1 (or none)")
 

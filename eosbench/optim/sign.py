@@ -3,8 +3,10 @@ coordinatewise, with :math:`g_t = \nabla L(\theta_t) + \omega\theta_t` on the st
 (full batch: sign descent, the steepest descent of the :math:`\ell_\infty` norm; a batch:
 signSGD, Bernstein et al. 2018, arXiv:1802.04434).  The signSGD paper of the ``theory``
 suite is Xiao, Marshall, Agarwala & Paquette, arXiv:2411.12135v3 (streaming least squares,
-step :math:`\eta/d`).  No threshold on :math:`\lambda_{\max}`: its edge is a sharpness in the
-:math:`\ell_\infty` geometry (Islamov et al., arXiv:2603.05002), not measured here.
+step :math:`\eta/d`).  No threshold on :math:`\lambda_{\max}`: full-batch sign descent is the
+normalized :math:`\ell_\infty` steepest descent, whose edge is :math:`2/\eta` on
+:math:`S_\infty/\lVert g\rVert_1` (Islamov et al., arXiv:2603.05002v1;
+:func:`.steepest.sign_threshold`, measured by ``generalized_sharpness`` with ``norm: linf``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Any
 import torch
 
 from ..task import OptimizerSpec
-from .thresholds import Threshold, ThresholdError
 
 
 class SignSGD(torch.optim.Optimizer):
@@ -44,10 +45,3 @@ class SignSGD(torch.optim.Optimizer):
 
 def build(spec: OptimizerSpec, params: Iterable[Any]) -> SignSGD:
     return SignSGD(params, lr=spec.lr, weight_decay=spec.weight_decay)
-
-
-def threshold(spec: OptimizerSpec, grad_norm: float | None = None) -> Threshold:
-    raise ThresholdError(
-        "signsgd has no threshold on lambda_max: its edge is a sharpness in the l_inf "
-        "geometry (Islamov et al., arXiv:2603.05002), which eosbench does not measure yet"
-    )

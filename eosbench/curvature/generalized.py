@@ -1,0 +1,112 @@
+r"""Generalized sharpness :math:`S_{\|\cdot\|}(\theta) = \max_{\|d\| = 1} d^\top H d` in a norm
+(Islamov, Crawshaw, Cohen & Gower, arXiv:2603.05002v1, Definition 2.2; the norms of
+:mod:`eosbench.optim.steepest`).  For the :math:`\ell_2` norm it is :math:`\lambda_{\max}`; for
+:math:`\ell_\infty` it is a Max-Cut-like problem (NP-hard in general), so like the paper this
+module estimates it by Frank-Wolfe on the relaxed problem over the unit ball:
+:math:`d_{k+1} = d_k + \gamma_k(s_k - d_k)`, :math:`s_k = \arg\max_{\|s\| \le 1}\langle H d_k,
+s\rangle` (the norm's linear minimization oracle), :math:`\gamma_k = 2/(k+2)`, ``iters``
+steps from each of ``restarts`` starts (a warm start, then Gaussian ones), each projected onto
+the unit sphere.  Because the objective is 2-homogeneous, :math:`d_k^\top H d_k/\|d_k\|^2` of
+every iterate is the objective at a point of the sphere; the estimate is the largest of them
+(the paper reports the projected final iterate, which this includes), a lower bound on
+:math:`S`.  A restart stops early when the Frank-Wolfe gap
+:math:`\langle H d_k, s_k - d_k\rangle` is at most ``tol`` times :math:`|d_k^\top H d_k|` (a
+stationary point of the relaxed problem).  Cost: one HVP per iterate, at most
+``restarts * (iters + 1)``.  Exact references in the tests: :math:`\lambda_{\max}` (``l2``),
+the largest diagonal block's :math:`\lambda_{\max}` for a PSD Hessian (``block``, the paper's
+Lemma I.8), brute force over the sign vectors (``linf``, PSD: the maximum of a convex function
+over the cube is at a vertex) and over a grid of orthogonal matrices (``spectral``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Size, Tensor
+
+from ..optim.steepest import check_norm, dual_norm, lmo, primal_norm
+
+
+@dataclass(frozen=True)
+class GeneralizedResult:
+    value: float  # the estimate of S, a lower bound
+    direction: Tensor  # the maximizing d, on the unit sphere of the norm (flat)
+    n_products: int  # HVPs
+    restart_values: tuple[float, ...]  # best value of each restart
+
+
+def split(v: Tensor, shapes: Sequence[Size]) -> list[Tensor]:
+    """The flat vector ``v`` as blocks of ``shapes`` (views)."""
+    sizes = [math.prod(s) for s in shapes]
+    return [t.view(s) for t, s in zip(v.split(sizes), shapes, strict=True)]
+
+
+def flat_norm(norm: str, v: Tensor, shapes: Sequence[Size]) -> float:
+    return primal_norm(norm, split(v, shapes))
+
+
+def flat_dual_norm(norm: str, v: Tensor, shapes: Sequence[Size]) -> float:
+    return dual_norm(norm, split(v, shapes))
+
+
+def check_options(norm: str, iters: int, restarts: int, tol: float) -> None:
+    """``ValueError`` for a bad option of :func:`generalized_sharpness`."""
+    check_norm(norm)
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"iters={iters!r}: expected an integer >= 0")
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+        raise ValueError(f"restarts={restarts!r}: expected a positive integer")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < math.inf:
+        raise ValueError(f"tol={tol!r}: expected a finite number >= 0")
+
+
+def generalized_sharpness(
+    op,
+    shapes: Sequence[Size],
+    norm: str,
+    *,
+    iters: int = 50,
+    restarts: int = 5,
+    tol: float = 0.0,
+    init: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> GeneralizedResult:
+    """Estimate :math:`S_{\\|\\cdot\\|}` of the symmetric operator ``op`` (``matvec`` on flat
+    vectors of ``sum(prod(shapes))`` entries) in ``norm`` (module docstring)."""
+    check_options(norm, iters, restarts, tol)
+    dim = sum(math.prod(s) for s in shapes)
+    dtype, device = op.dtype, op.device
+    best, best_d, n, per = -math.inf, None, 0, []
+    for r in range(restarts):
+        if r == 0 and init is not None:
+            d = init.detach().to(dtype=dtype, device=device).reshape(-1).clone()
+        else:
+            d = torch.randn(dim, generator=generator, dtype=dtype, device="cpu").to(device)
+        size = flat_norm(norm, d, shapes)
+        if not size > 0:
+            d = torch.ones(dim, dtype=dtype, device=device)
+            size = flat_norm(norm, d, shapes)
+        d = d / size
+        top = -math.inf
+        for k in range(iters + 1):
+            h = op.matvec(d)
+            n += 1
+            dh = float(d @ h)
+            size = flat_norm(norm, d, shapes)
+            value = dh / size**2
+            if value > top:
+                top = value
+                if value > best:
+                    best, best_d = value, d / size
+            if k == iters:
+                break
+            s = torch.cat([b.reshape(-1) for b in lmo(norm, split(h, shapes))])
+            gap = float(h @ s) - dh
+            if gap <= tol * abs(dh):
+                break
+            d = d + (2.0 / (k + 2)) * (s - d)
+        per.append(top)
+    return GeneralizedResult(float(best), best_d, n, tuple(per))
