@@ -143,11 +143,12 @@ def preconditioned_sharpness(k: int = 1, tol: float = 1e-3, max_products: int = 
 
 @MEASUREMENTS.register("generalized_sharpness")
 def generalized_sharpness(norm: str = "linf", iters: int = 50, restarts: int = 5,
-                          tol: float = 0.0) -> Measurement:  # fmt: skip
+                          tol: float = 0.0, step: str = "auto") -> Measurement:  # fmt: skip
     r"""The generalized sharpness :math:`S_{\|\cdot\|} = \max_{\|d\|=1} d^\top H d` of the
     full-batch training loss in ``norm`` (``l2``, ``linf``, ``spectral`` or ``block``; Islamov
     et al., arXiv:2603.05002v1; :mod:`eosbench.curvature.generalized`), by Frank-Wolfe with
-    ``restarts`` starts of ``iters`` steps, the first warm-started from the previous
+    ``restarts`` starts of ``iters`` steps (``step``: ``fw``, ``power`` or ``auto``), the first
+    warm-started from the previous
     measurement's maximizer: ``sharpness_<norm>`` (a lower bound), the dual norm of the
     full-batch gradient ``sharpness_<norm>_dual_grad`` and their ratio
     ``sharpness_<norm>_normalized`` (the quantity of the normalized methods' threshold),
@@ -156,14 +157,14 @@ def generalized_sharpness(norm: str = "linf", iters: int = 50, restarts: int = 5
     from .curvature.generalized import check_options, flat_dual_norm
     from .curvature.generalized import generalized_sharpness as estimate
 
-    check_options(norm, iters, restarts, tol)  # a bad option: refused when the task is built
+    check_options(norm, iters, restarts, tol, step)  # a bad option: refused when the task is built
     key = f"sharpness_{norm}"
 
     def measure(ctx: Context) -> dict[str, float]:
         t0 = time.perf_counter()
         op = _operator(ctx)
         res = estimate(op, op.shapes, norm, iters=iters, restarts=restarts, tol=tol,
-                       init=ctx.cache.get(key), generator=ctx.generator)  # fmt: skip
+                       init=ctx.cache.get(key), generator=ctx.generator, step=step)  # fmt: skip
         ctx.cache[key] = res.direction
         dual = flat_dual_norm(norm, op.gradient(), op.shapes)
         return {key: res.value, f"{key}_dual_grad": dual,

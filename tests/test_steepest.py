@@ -31,13 +31,13 @@ def _blocks(seed=0, dtype=torch.float64):
 def test_the_oracle_attains_the_dual_norm_on_the_unit_sphere(norm):
     g = _blocks()
     s = lmo(norm, g)
-    assert sum(float((a * b).sum()) for a, b in zip(g, s)) == pytest.approx(dual_norm(norm, g))
+    assert sum(float((a * b).sum()) for a, b in zip(g, s, strict=True)) == pytest.approx(dual_norm(norm, g))
     assert primal_norm(norm, s) == pytest.approx(1.0)
     # no other unit direction does better (random directions, scaled to the sphere)
     for seed in range(1, 50):
         d = _blocks(seed)
         d = [b / primal_norm(norm, d) for b in d]
-        assert sum(float((a * b).sum()) for a, b in zip(g, d)) <= dual_norm(norm, g) + 1e-12
+        assert sum(float((a * b).sum()) for a, b in zip(g, d, strict=True)) <= dual_norm(norm, g) + 1e-12
 
 
 def test_polar_factor_by_svd_and_by_newton_schulz():
@@ -53,7 +53,7 @@ def test_polar_factor_by_svd_and_by_newton_schulz():
         core = u.T @ ns @ vh.T  # diagonal: the same singular vectors, other singular values
         off = core - torch.diag(torch.diagonal(core))
         assert off.abs().max() < 1e-6
-        assert 0.6 < float(torch.diagonal(core).min()) and float(torch.diagonal(core).max()) < 1.25
+        assert float(torch.diagonal(core).min()) > 0.6 and float(torch.diagonal(core).max()) < 1.25
     assert torch.equal(polar(torch.zeros(3, 2)), torch.zeros(3, 2))
 
 
@@ -65,25 +65,25 @@ def _params(seed=0):
 def test_one_step_is_the_documented_update(name):
     ps = _params()
     grads = _blocks(7)
-    for p, g in zip(ps, grads):
+    for p, g in zip(ps, grads, strict=True):
         p.grad = g.clone()
     before = [p.detach().clone() for p in ps]
     build_optimizer(OptimizerSpec(name=name, lr=0.1), ps).step()
     if name == "linf":
         scale = sum(float(g.abs().sum()) for g in grads)
-        want = [b - 0.1 * scale * torch.sign(g) for b, g in zip(before, grads)]
+        want = [b - 0.1 * scale * torch.sign(g) for b, g in zip(before, grads, strict=True)]
     elif name in ("spectral", "muon"):
         nuc = sum(float(torch.linalg.matrix_norm(g.reshape(g.shape[0], -1), "nuc")) for g in grads)
         scale = 0.1 * (nuc if name == "spectral" else 1.0)
         want = []
-        for b, g in zip(before, grads):
+        for b, g in zip(before, grads, strict=True):
             m = g.reshape(g.shape[0], -1)
             u, _, vh = torch.linalg.svd(m, full_matrices=False)
             want.append(b - scale * (u @ vh).reshape(g.shape))
     else:  # block_cd: only the block with the largest gradient norm, by -lr * g
         top = max(range(3), key=lambda i: float(grads[i].norm()))
-        want = [b - 0.1 * g if i == top else b for i, (b, g) in enumerate(zip(before, grads))]
-    for p, w in zip(ps, want):
+        want = [b - 0.1 * g if i == top else b for i, (b, g) in enumerate(zip(before, grads, strict=True))]
+    for p, w in zip(ps, want, strict=True):
         assert torch.allclose(p.detach(), w, atol=1e-12)
 
 
@@ -99,7 +99,7 @@ def test_muon_momentum_and_lion_follow_their_recursions():
     want_lion = [p.detach().clone() for p in lion_ps]
     for step in range(3):
         grads = _blocks(10 + step)
-        for p, q, g in zip(ps, lion_ps, grads):
+        for p, q, g in zip(ps, lion_ps, grads, strict=True):
             p.grad, q.grad = g.clone(), g.clone()
         opt.step()
         lion.step()
@@ -111,7 +111,7 @@ def test_muon_momentum_and_lion_follow_their_recursions():
             c = torch.sign(0.9 * m[i] + 0.1 * g)
             want_lion[i] = want_lion[i] - 0.1 * (c + 0.5 * want_lion[i])
             m[i] = 0.99 * m[i] + 0.01 * g
-    for p, w in zip(ps + lion_ps, want + want_lion):
+    for p, w in zip(ps + lion_ps, want + want_lion, strict=True):
         assert torch.allclose(p.detach(), w, atol=1e-12)
 
 

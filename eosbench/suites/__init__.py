@@ -79,4 +79,4 @@ def sharp(every: int, **kw) -> MeasurementSpec:
     return MeasurementSpec("sharpness", every=every, options=options(**kw))
 
 
-from . import flow, generalization, leaderboard, paper, smoke, theory, tuners  # noqa: E402,F401  (registration)
+from . import flow, generalization, leaderboard, paper, smoke, steepest, theory, tuners  # noqa: E402,F401  (registration)

@@ -35,6 +35,17 @@ DIGITS = DataSpec(name="digits", n_train=1000)
 FC_TANH = ModelSpec(name="fc-tanh")
 
 
+def measurement(quantity: str, every: int = 10) -> MeasurementSpec:
+    """The measurement that records ``quantity``: itself, or for the generalized sharpness
+    ``sharpness_<norm>[_normalized]`` the ``generalized_sharpness`` of that norm (20 steps
+    from 2 starts, as in the ``steepest`` suite)."""
+    norm = quantity.removeprefix("sharpness_").removesuffix("_normalized")
+    if quantity.startswith("sharpness_") and norm in ("linf", "spectral", "block"):
+        return MeasurementSpec("generalized_sharpness", every=every,
+                               options=options(norm=norm, iters=20, restarts=2))  # fmt: skip
+    return MeasurementSpec(quantity, every=every)
+
+
 def _stability(quantity: str, optimizer: OptimizerSpec, reference: str) -> Task:
     return register(
         Task(
@@ -44,7 +55,7 @@ def _stability(quantity: str, optimizer: OptimizerSpec, reference: str) -> Task:
             loss="mse",
             optimizer=optimizer,
             schedule=ScheduleSpec(steps=600, eval_every=300),
-            measurements=(MeasurementSpec(quantity, every=10),),
+            measurements=(measurement(quantity),),
             claims=(ClaimSpec("eos", options=options(quantity=quantity, band=(0.9, 1.1))),),
             seeds=(0, 1, 2),
             description=f"leaderboard stability track, methods with a threshold on the "
@@ -58,6 +69,15 @@ lb_sharpness = _stability("sharpness", OptimizerSpec(name="sgd", lr=0.2), COHEN2
 lb_preconditioned = _stability(
     "preconditioned_sharpness", OptimizerSpec(name="adam", lr=0.002, eps=1e-7), COHEN2022
 )
+ISLAMOV2026 = "Islamov, Crawshaw, Cohen & Gower 2026 (arXiv:2603.05002v1)"
+lb_generalized = [
+    _stability(q, OptimizerSpec(name=name, lr=lr), ISLAMOV2026)
+    for q, name, lr in (("sharpness_linf", "linf", 1.6e-5),
+                        ("sharpness_linf_normalized", "signsgd", 1e-3),
+                        ("sharpness_spectral", "spectral", 0.015),
+                        ("sharpness_spectral_normalized", "muon", 0.02),
+                        ("sharpness_block", "block_cd", 0.6))
+]  # fmt: skip
 lb_generalization = register(
     Task(
         name="digits/fc-tanh/ce/leaderboard-generalization/bs=32",
@@ -75,6 +95,6 @@ lb_generalization = register(
 
 LEADERBOARD = suite(
     "leaderboard",
-    [lb_sharpness, lb_preconditioned, lb_generalization],
+    [lb_sharpness, lb_preconditioned, *lb_generalized, lb_generalization],
     "the leaderboard's track tasks with the reference baselines (GD, Adam, SGD)",
 )
