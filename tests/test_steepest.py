@@ -277,3 +277,28 @@ def test_generalized_sharpness_measurement():
     for bad in ({"norm": "l1"}, {"iters": -1}, {"restarts": 0}, {"tol": -1.0}):
         with pytest.raises(ValueError):
             MEASUREMENTS.get("generalized_sharpness")(**bad)
+
+
+def test_on_a_tiny_network_against_brute_force():
+    """The Gauss-Newton matrix of a 3-2-1 tanh network (11 parameters; PSD): l_inf against
+    all 2,048 sign vectors, block against the largest diagonal block's top eigenvalue."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.Tanh(), nn.Linear(2, 1)).double()
+    x, y = torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 1, dtype=torch.float64)
+
+    def loss(out, t):
+        return 0.5 * ((out - t) ** 2).sum(1).mean()
+
+    op = LossOperator(model, loss, x, y, kind="ggn")
+    dense = op.matmat(torch.eye(op.dim, dtype=torch.float64))
+    signs = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=op.dim)), dtype=dense.dtype)
+    exact = float(_quad(signs, dense).max())
+    res = generalized_sharpness(op, op.shapes, "linf", generator=torch.Generator().manual_seed(0))
+    assert exact * 0.99 <= res.value <= exact + 1e-10
+    blocks, i = [], 0
+    for s in op.shapes:
+        n = math.prod(s)
+        blocks.append(float(torch.linalg.eigvalsh(dense[i:i + n, i:i + n])[-1]))
+        i += n
+    res = generalized_sharpness(op, op.shapes, "block", generator=torch.Generator().manual_seed(0))
+    assert max(blocks) * 0.99 <= res.value <= max(blocks) + 1e-10

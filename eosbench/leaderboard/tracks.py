@@ -12,7 +12,10 @@ defaults.
     curvature quantity the method's *declared* stability threshold :math:`T` bounds:
     ``digits/fc-tanh/mse/leaderboard-stability/sharpness`` for :math:`\lambda_{\max}(H)` (GD, heavy
     ball, SAM, ...), ``.../preconditioned_sharpness`` for :math:`\lambda_{\max}(P^{-1}H)`
-    (Adam, RMSProp, ...).  Per seed, the *EoS window* runs from :math:`t^*`, the first
+    (Adam, RMSProp, ...), and ``.../sharpness_<norm>`` and ``.../sharpness_<norm>_normalized``
+    for the generalized sharpness of non-Euclidean steepest descent and its normalized form
+    (norm ``linf``, ``spectral`` or ``block``: sign descent, spectral descent, Muon without
+    momentum, block coordinate descent; Islamov et al., arXiv:2603.05002v1).  Per seed, the *EoS window* runs from :math:`t^*`, the first
     measured step with :math:`q \ge T`, to the end of the run (the last half of the run
     when :math:`q` never reaches :math:`T`), and the seed's ratio is the median of
     :math:`q/T` over it.  Scores: ``ratio_median`` (median over seeds; min and max too),
@@ -221,6 +224,9 @@ STABILITY = StabilityTrack(
             "digits/fc-tanh/mse/leaderboard-stability/preconditioned_sharpness",
             "preconditioned_sharpness",
         ),
+        *(TrackTask(f"digits/fc-tanh/mse/leaderboard-stability/{q}", q)
+          for q in ("sharpness_linf", "sharpness_linf_normalized", "sharpness_spectral",
+                    "sharpness_spectral_normalized", "sharpness_block")),
     ),
     needs_threshold=True,
 )

@@ -72,7 +72,7 @@ lb_preconditioned = _stability(
 ISLAMOV2026 = "Islamov, Crawshaw, Cohen & Gower 2026 (arXiv:2603.05002v1)"
 lb_generalized = [
     _stability(q, OptimizerSpec(name=name, lr=lr), ISLAMOV2026)
-    for q, name, lr in (("sharpness_linf", "linf", 1.6e-5),
+    for q, name, lr in (("sharpness_linf", "linf", 1.2e-5),
                         ("sharpness_linf_normalized", "signsgd", 1e-3),
                         ("sharpness_spectral", "spectral", 0.015),
                         ("sharpness_spectral_normalized", "muon", 0.02),
