@@ -290,6 +290,18 @@ BASELINES: dict[str, Baseline] = {
             "https://arxiv.org/abs/1412.6980",
             {"stability": {"lr": 0.002, "eps": 1e-7}, "generalization": {"lr": 0.001}},
         ),
+        # non-Euclidean steepest descent (Islamov et al., arXiv:2603.05002v1): stability only,
+        # step sizes from the seed-0 pilots in eosbench/suites/leaderboard.py
+        *(Baseline(i, m, o, paper, {"stability": {"lr": lr}}) for i, m, o, paper, lr in (
+            ("linf", "l_inf steepest descent", "linf", "https://arxiv.org/abs/2603.05002", 1.2e-5),
+            ("signsgd", "Sign descent (full-batch signSGD)", "signsgd",
+             "https://arxiv.org/abs/1802.04434", 1e-3),
+            ("spectral", "Spectral descent", "spectral", "https://arxiv.org/abs/2603.05002", 0.015),
+            ("muon", "Muon without momentum", "muon", "https://kellerjordan.github.io/posts/muon/",
+             0.02),
+            ("block_cd", "Block coordinate descent (greedy block)", "block_cd",
+             "https://arxiv.org/abs/2603.05002", 0.6),
+        )),
     )
 }
 

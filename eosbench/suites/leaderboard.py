@@ -11,6 +11,15 @@ Calibration (seeds 0-2 on this project's 2-core CPU): GD at lr=0.2 crosses 2/lr=
 step ~290 and hovers at 1.04 x 2/lr; heavy ball (lr=0.3, beta=0.5) crosses at ~110 and
 hovers at 1.02 x; USAM (lr=0.2, rho=0.02) crosses its edge 8.54 at ~250 and hovers at
 1.06 x; full-batch Adam (lr=2e-3, eps=1e-7) crosses 38/lr at ~110 and hovers at 1.01 x.
+
+The generalized-sharpness tasks (Islamov et al., arXiv:2603.05002v1; the ``steepest`` suite's
+measurement), seed-0 pilots of 600 steps unless noted: l_inf descent at lr=1.6e-5 starts at
+0.65 x 2/lr (too close for the claim's rise of 1.5 x), crosses at ~150 and hovers at
+1.01-1.05 x, so lr=1.2e-5 (0.49 x at the start); spectral descent at lr=0.015 starts at 0.50 x,
+crosses at ~100 and hovers at 0.996-1.008 x; sign descent (lr=1e-3) and Muon without momentum
+(lr=0.02) cross their normalized edge at ~100 and hover at 1.01-1.05 x (2,000-step pilots of
+the steepest suite); block coordinate descent at lr=0.6 starts at 0.47 x, crosses at ~250 and
+keeps rising (1.6 x at step 450) until it diverges at step ~470.
 """
 
 from __future__ import annotations
