@@ -131,12 +131,20 @@ def write_figures(runs: Sequence[Run], out: Path) -> list[Path]:
 # --- sharpness.{png,pdf} -------------------------------------------------------------------------
 
 
+def _plotted(task: Task) -> tuple[str, ...]:
+    """The curvature quantities of ``task``'s panel: :data:`QUANTITIES`, or only the quantity
+    its optimizer's threshold bounds where that is another one (a generalized sharpness,
+    whose scale is not that of :math:`\lambda_{\max}`)."""
+    thr = _threshold(task)
+    return (thr[0],) if thr is not None and thr[0] not in QUANTITIES else QUANTITIES
+
+
 def _plot_sharpness(loaded: Sequence[Run], out: Path) -> list[Path]:
-    """One panel pair per task that measured a curvature quantity (QUANTITIES)."""
+    """One panel pair per task that measured a curvature quantity (:func:`_plotted`)."""
     by_task: dict[str, list[tuple[int, Run]]] = defaultdict(list)
     tasks = {}
     for r in loaded:
-        if not any(q in r.keys for q in QUANTITIES):  # e.g. a solvable model's own series
+        if not any(q in r.keys for q in _plotted(r.task)):  # e.g. a solvable model's series
             continue
         tasks[r.task.name] = r.task
         by_task[r.task.name].append((r.seed, r))
@@ -151,7 +159,8 @@ def _plot_sharpness(loaded: Sequence[Run], out: Path) -> list[Path]:
         ax_q, ax_l = axes[2 * (i // ncol), i % ncol], axes[2 * (i // ncol) + 1, i % ncol]
         ax_l.sharex(ax_q)
         thr = _threshold(tasks[name])
-        for j, q in enumerate(QUANTITIES):
+        plotted = _plotted(tasks[name])
+        for j, q in enumerate(plotted):
             for k, (_, run) in enumerate(sorted(by_task[name], key=lambda st: st[0])):
                 s, v = run.values(q)
                 if len(v):
@@ -180,7 +189,7 @@ def _plot_sharpness(loaded: Sequence[Run], out: Path) -> list[Path]:
                 ax_q.axhline(level, ls=ls, color="grey", lw=0.8, label=f"{t.formula} {level:.3g}")
                 levels.append(level)
         data_max = max(
-            (v.max() for _, t in by_task[name] for q in QUANTITIES if len(v := t.values(q)[1])),
+            (v.max() for _, t in by_task[name] for q in plotted if len(v := t.values(q)[1])),
             default=None,
         )
         if levels and data_max is not None:  # a far-away level must not flatten the curves

@@ -101,4 +101,4 @@ suite("steepest-digits", DIGITS_TASKS,
       "about 2 min per run)")  # fmt: skip
 suite("steepest", DIGITS_TASKS,
       "non-Euclidean steepest descent at the edge of stability (Islamov et al.), every data "
-      "set (digits; cifar10-1k to come)")  # fmt: skip
+      "set registered (digits so far)")  # fmt: skip
