@@ -132,7 +132,7 @@ def write_figures(runs: Sequence[Run], out: Path) -> list[Path]:
 
 
 def _plotted(task: Task) -> tuple[str, ...]:
-    """The curvature quantities of ``task``'s panel: :data:`QUANTITIES`, or only the quantity
+    r"""The curvature quantities of ``task``'s panel: :data:`QUANTITIES`, or only the quantity
     its optimizer's threshold bounds where that is another one (a generalized sharpness,
     whose scale is not that of :math:`\lambda_{\max}`)."""
     thr = _threshold(task)
