@@ -63,6 +63,7 @@ SPEC_DEFAULTS = {
         "cdat_sigma": 1.0,
         "cdat_ema": 0.0,
         "clip_norm": None,
+        "orthogonalizer": "svd",
     },
     T.ScheduleSpec: {
         "steps": 1000,
@@ -107,6 +108,7 @@ MEASUREMENT_DEFAULTS = {
     "support_norm": {"relevant": 5},
     "excess_risk": {},
     "deq_solver": {},
+    "generalized_sharpness": {"norm": "linf", "iters": 50, "restarts": 5, "tol": 0.0, "step": "auto"},
     "central_flow": {
         "start": 0.9,
         "substeps": 4,

@@ -238,8 +238,10 @@ def test_signsgd_step_and_registration():
     opt.step()
     assert torch.equal(model.theta.detach(), torch.tensor([0.99, -2.0 + 0.01, 0.0], dtype=torch.float64))
     assert "signsgd" in OPTIMIZERS.list()
-    with pytest.raises(ThresholdError, match="l_inf"):
-        threshold(OptimizerSpec(name="signsgd"))
+    t = threshold(OptimizerSpec(name="signsgd", lr=0.01))  # full batch: the normalized l_inf edge
+    assert (t.quantity, t.value) == ("sharpness_linf_normalized", pytest.approx(200.0))
+    with pytest.raises(ThresholdError, match="with batches"):
+        threshold(OptimizerSpec(name="signsgd", batch_size=1))
 
 
 def test_stream_data_and_excess_risk():
