@@ -983,10 +983,32 @@ def test_committed_pages_are_up_to_date():
         )
 
 
+# committed baselines whose stability claims FAIL, as recorded (not as the paper expects)
+RECORDED_FAILS = {"block-cd": "crosses its edge and diverges (results/steepest-digits/README.md)"}
+
+
 def test_baselines_hold_their_claims():
     for entry in _committed():
         e = json.loads(entry.read_text())
         s = e["tracks"]["stability"]["scores"]
+        if entry.stem in RECORDED_FAILS:  # the recorded finding still stands
+            assert s["claims_as_expected"] == 0 and s["claims_total"] == 3, entry.stem
+            assert s["ratio_median"] > 1.1, entry.stem
+            continue
         assert s["claims_as_expected"] == s["claims_total"] == 3, entry.stem
         assert math.isclose(s["ratio_median"], 1, abs_tol=0.1), entry.stem
-        assert e["tracks"]["generalization"]["scores"]["test_acc_mean"] > 0.8, entry.stem
+        if "generalization" in e["tracks"]:  # the steepest-descent baselines: stability only
+            assert e["tracks"]["generalization"]["scores"]["test_acc_mean"] > 0.8, entry.stem
+
+
+def test_sharpness_svg_of_a_diverging_entry_stays_bounded():
+    """A run that diverges reaches q/T of 1e30: the axis is clipped at SVG_YMAX, so the page
+    gets a handful of ticks (not 2e30 of them) and the curve runs along the top edge."""
+    from eosbench.leaderboard.render import SVG_YMAX, sharpness_svg
+
+    points = [[0, 0.4], [100, 1.0], [200, 1.6], [300, 1e30]]
+    entry = {"method": "m", "tracks": {"stability": {
+        "threshold": {"quantity": "sharpness_block"},
+        "series": [{"task": "t", "seed": 0, "points": points}]}}}  # fmt: skip
+    svg = sharpness_svg(entry)
+    assert svg is not None and svg.count("<text") <= 2 * SVG_YMAX + 10

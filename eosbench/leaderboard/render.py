@@ -222,6 +222,9 @@ def tables(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- plots --------------------------------------------------------------------------------------
 
 
+SVG_YMAX = 3.0  # q/T above this is drawn at the top edge (as figures.NORMALIZED_YMAX)
+
+
 def sharpness_svg(entry: dict[str, Any], width: int = 420, height: int = 200) -> str | None:
     """Inline SVG of q/T against the step, one line per seed, the threshold dashed."""
     with_series = [t for _, t in sorted(entry.get("tracks", {}).items()) if t.get("series")]
@@ -234,13 +237,16 @@ def sharpness_svg(entry: dict[str, Any], width: int = 420, height: int = 200) ->
     left, right, top, bottom = 52, 90, 12, 34
     pw, ph = width - left - right, height - top - bottom
     xmax = max(p[0] for s in series for p in s["points"]) or 1
-    ymax = max(1.5, max(p[1] for s in series for p in s["points"]))
+    finite = [p[1] for s in series for p in s["points"] if math.isfinite(p[1])]
+    # a diverging run's q/T is clipped at SVG_YMAX, so the axis (and its ticks) stay bounded
+    ymax = min(SVG_YMAX, max([1.5, *finite]))
     ymax = math.ceil(ymax * 2) / 2
 
     def X(v: float) -> str:
         return f"{left + pw * v / xmax:.1f}"
 
     def Y(v: float) -> str:
+        v = ymax if math.isnan(v) else v
         return f"{top + ph * (1 - min(max(v, 0.0), ymax) / ymax):.1f}"
 
     q = (t.get("threshold") or {}).get("quantity", "q").replace("_", " ")

@@ -299,7 +299,7 @@ BASELINES: dict[str, Baseline] = {
             ("spectral", "Spectral descent", "spectral", "https://arxiv.org/abs/2603.05002", 0.015),
             ("muon", "Muon without momentum", "muon", "https://kellerjordan.github.io/posts/muon/",
              0.02),
-            ("block_cd", "Block coordinate descent (greedy block)", "block_cd",
+            ("block-cd", "Block coordinate descent (greedy block)", "block_cd",
              "https://arxiv.org/abs/2603.05002", 0.6),
         )),
     )
