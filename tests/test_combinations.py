@@ -28,6 +28,13 @@ SPECS = {
     "cdat": OptimizerSpec(name="cdat", lr=0.01, cdat_sigma=2.0),
     "signsgd": OptimizerSpec(name="signsgd", lr=1e-3),
     "clipped-sgd": OptimizerSpec(name="sgd", lr=0.01, clip_norm=0.5),
+    "linf": OptimizerSpec(name="linf", lr=1e-6),
+    "spectral": OptimizerSpec(name="spectral", lr=1e-3),
+    "block_cd": OptimizerSpec(name="block_cd", lr=0.01),
+    "muon": OptimizerSpec(name="muon", lr=0.01),
+    "muon-nesterov-ns": OptimizerSpec(name="muon", lr=0.01, momentum=0.9, nesterov=True,
+                                      orthogonalizer="newton-schulz"),
+    "lion": OptimizerSpec(name="lion", lr=1e-4, weight_decay=0.1),
 }
 pytestmark = pytest.mark.slow  # 232 training steps, VGG-11 and ViT among them (about a minute)
 BN_MODELS = {"resnet20", "resnet32", "vgg11"} | {m for m in MODELS.list("cnn-*")}
