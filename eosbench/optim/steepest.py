@@ -131,8 +131,8 @@ def dual_norm(norm: str, blocks: Sequence[Tensor]) -> float:
 def primal_norm(norm: str, blocks: Sequence[Tensor]) -> float:
     r""":math:`\|d\|` of the direction blocks ``blocks``."""
     check_norm(norm)
-    if norm == "l2":
-        return math.sqrt(sum(float(b.square().sum()) for b in blocks))
+    if norm == "l2":  # self-dual
+        return dual_norm("l2", blocks)
     if norm == "linf":
         return max(float(b.abs().max()) if b.numel() else 0.0 for b in blocks)
     if norm == "spectral":
@@ -241,7 +241,15 @@ def _check(spec: OptimizerSpec) -> None:
         raise UserError(f"optimizer.momentum: {spec.name} has no momentum (muon has)")
 
 
-NORM_OF = {"linf": "linf", "spectral": "spectral", "block_cd": "block", "muon": "spectral"}
+NORM_OF = {"linf": "linf", "spectral": "spectral", "block_cd": "block", "muon": "spectral",
+           "signsgd": "linf"}  # fmt: skip
+NORMALIZED = ("signsgd", "muon")  # the normalized form: threshold on S / |g|_*
+
+
+def quantity(method: str) -> str:
+    """The recorded quantity that ``method``'s threshold bounds (measurement
+    ``generalized_sharpness``): ``sharpness_<norm>``, ``_normalized`` for a normalized one."""
+    return f"sharpness_{NORM_OF[method]}" + ("_normalized" if method in NORMALIZED else "")
 
 
 def builder(name: str):
@@ -271,10 +279,9 @@ def threshold(spec: OptimizerSpec, grad_norm: float | None = None) -> Threshold:
     if spec.name == "muon" and spec.momentum:
         raise ThresholdError("muon with momentum has no stated stability threshold (Islamov "
                              "et al. 2026 study it without momentum)")  # fmt: skip
-    norm = NORM_OF[spec.name]
-    normalized = spec.name == "muon"
+    normalized = spec.name in NORMALIZED
     return Threshold(
-        quantity=f"sharpness_{norm}" + ("_normalized" if normalized else ""),
+        quantity=quantity(spec.name),
         value=2.0 / spec.lr,
         formula=r"S_{\|\cdot\|}/\|g\|_* \le 2/\eta" if normalized else r"S_{\|\cdot\|} \le 2/\eta",
         reference=ISLAMOV2026,
@@ -288,7 +295,7 @@ def sign_threshold(spec: OptimizerSpec, grad_norm: float | None = None) -> Thres
                              "descent has 2/eta on sharpness_linf_normalized")  # fmt: skip
     if spec.weight_decay:
         raise ThresholdError("signsgd with weight decay has no stated threshold")
-    return Threshold("sharpness_linf_normalized", 2.0 / spec.lr,
+    return Threshold(quantity("signsgd"), 2.0 / spec.lr,
                      r"S_\infty/\|g\|_1 \le 2/\eta", ISLAMOV2026)  # fmt: skip
 
 

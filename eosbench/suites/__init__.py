@@ -79,4 +79,14 @@ def sharp(every: int, **kw) -> MeasurementSpec:
     return MeasurementSpec("sharpness", every=every, options=options(**kw))
 
 
+def generalized(method: str, every: int) -> MeasurementSpec:
+    """The generalized sharpness in the norm of steepest-descent ``method``
+    (:mod:`eosbench.optim.steepest`): 20 power or Frank-Wolfe steps from 2 starts, the first
+    warm (``benchmarks/bench_generalized.py``)."""
+    from ..optim.steepest import NORM_OF
+
+    return MeasurementSpec("generalized_sharpness", every=every,
+                           options=options(norm=NORM_OF[method], iters=20, restarts=2))  # fmt: skip
+
+
 from . import flow, generalization, leaderboard, paper, smoke, steepest, theory, tuners  # noqa: E402,F401  (registration)

@@ -24,6 +24,7 @@ keeps rising (1.6 x at step 450) until it diverges at step ~470.
 
 from __future__ import annotations
 
+from ..optim.steepest import quantity
 from ..task import (
     ClaimSpec,
     DataSpec,
@@ -34,7 +35,7 @@ from ..task import (
     Task,
     options,
 )
-from . import register, suite
+from . import generalized, register, suite
 
 COHEN2021 = "Cohen et al. 2021 (arXiv:2103.00065v3)"
 COHEN2022 = (
@@ -44,18 +45,8 @@ DIGITS = DataSpec(name="digits", n_train=1000)
 FC_TANH = ModelSpec(name="fc-tanh")
 
 
-def measurement(quantity: str, every: int = 10) -> MeasurementSpec:
-    """The measurement that records ``quantity``: itself, or for the generalized sharpness
-    ``sharpness_<norm>[_normalized]`` the ``generalized_sharpness`` of that norm (20 steps
-    from 2 starts, as in the ``steepest`` suite)."""
-    norm = quantity.removeprefix("sharpness_").removesuffix("_normalized")
-    if quantity.startswith("sharpness_") and norm in ("linf", "spectral", "block"):
-        return MeasurementSpec("generalized_sharpness", every=every,
-                               options=options(norm=norm, iters=20, restarts=2))  # fmt: skip
-    return MeasurementSpec(quantity, every=every)
-
-
-def _stability(quantity: str, optimizer: OptimizerSpec, reference: str) -> Task:
+def _stability(quantity: str, optimizer: OptimizerSpec, reference: str,
+               measurement: MeasurementSpec | None = None) -> Task:  # fmt: skip
     return register(
         Task(
             name=f"digits/fc-tanh/mse/leaderboard-stability/{quantity}",
@@ -64,7 +55,7 @@ def _stability(quantity: str, optimizer: OptimizerSpec, reference: str) -> Task:
             loss="mse",
             optimizer=optimizer,
             schedule=ScheduleSpec(steps=600, eval_every=300),
-            measurements=(measurement(quantity),),
+            measurements=(measurement or MeasurementSpec(quantity, every=10),),
             claims=(ClaimSpec("eos", options=options(quantity=quantity, band=(0.9, 1.1))),),
             seeds=(0, 1, 2),
             description=f"leaderboard stability track, methods with a threshold on the "
@@ -80,12 +71,10 @@ lb_preconditioned = _stability(
 )
 ISLAMOV2026 = "Islamov, Crawshaw, Cohen & Gower 2026 (arXiv:2603.05002v1)"
 lb_generalized = [
-    _stability(q, OptimizerSpec(name=name, lr=lr), ISLAMOV2026)
-    for q, name, lr in (("sharpness_linf", "linf", 1.2e-5),
-                        ("sharpness_linf_normalized", "signsgd", 1e-3),
-                        ("sharpness_spectral", "spectral", 0.015),
-                        ("sharpness_spectral_normalized", "muon", 0.02),
-                        ("sharpness_block", "block_cd", 0.6))
+    _stability(quantity(name), OptimizerSpec(name=name, lr=lr), ISLAMOV2026,
+               generalized(name, every=10))
+    for name, lr in (("linf", 1.2e-5), ("signsgd", 1e-3), ("spectral", 0.015), ("muon", 0.02),
+                     ("block_cd", 0.6))
 ]  # fmt: skip
 lb_generalization = register(
     Task(

@@ -13,7 +13,7 @@ not in the Euclidean geometry.  Bands and step sizes: the calibration next to ea
 
 from __future__ import annotations
 
-from ..optim.steepest import NORM_OF
+from ..optim.steepest import quantity
 from ..task import (
     ClaimSpec,
     DataSpec,
@@ -24,21 +24,14 @@ from ..task import (
     Task,
     options,
 )
-from . import register, suite
+from . import generalized, register, suite
 
 ISLAMOV2026 = "Islamov, Crawshaw, Cohen & Gower 2026 (arXiv:2603.05002v1)"
 DATA = {"digits": DataSpec(name="digits", n_train=1000),
         "cifar10-1k": DataSpec(name="cifar10", n_train=1000)}  # fmt: skip
-NORM_NAMES = {"linf": "l_inf", "spectral": "spectral", "block": "block l_1,2"}
-NORM_OF = {**NORM_OF, "signsgd": "linf"}
-NORMALIZED = ("signsgd", "muon")
 WHAT = {"linf": "l_inf steepest descent", "signsgd": "sign descent (normalized l_inf)",
         "spectral": "spectral descent", "muon": "Muon without momentum (normalized spectral)",
         "block_cd": "block coordinate descent (greedy block)"}  # fmt: skip
-
-
-def quantity(method: str) -> str:
-    return f"sharpness_{NORM_OF[method]}" + ("_normalized" if method in NORMALIZED else "")
 
 
 def steepest_task(data: str, method: str, lr: float, steps: int, every: int,
@@ -60,11 +53,7 @@ def steepest_task(data: str, method: str, lr: float, steps: int, every: int,
             loss="mse",
             optimizer=OptimizerSpec(name=method, lr=lr),
             schedule=ScheduleSpec(steps=steps, eval_every=0),
-            measurements=(
-                MeasurementSpec("generalized_sharpness", every=every, options=options(
-                    norm=NORM_OF[method], iters=20, restarts=2)),
-                MeasurementSpec("sharpness", every=every),
-            ),  # fmt: skip
+            measurements=(generalized(method, every), MeasurementSpec("sharpness", every=every)),
             claims=tuple(claims),
             seeds=(0, 1, 2),
             description=f"{WHAT[method]} at lr={lr:g}: its {q.replace('_', ' ')} rises to "
