@@ -84,10 +84,25 @@ DIGITS_TASKS = [
     steepest_task("digits", "block_cd", 0.4, 2000, 50, (0.95, 1.1)),
 ]
 
+# -- cifar10-1k: 3,000 steps, measured every 100 ------------------------------------------------
+# fc-tanh at PyTorch's initialization on cifar10-1k: lambda_max 78, S_linf 2.8e7, S_spectral 362,
+# S_block 71.5; dual gradient norms |g|_1 1361, sum |G|_nuc 8.66, max_b |g_b| 2.15.  Seed-0
+# pilots (3,000 steps, every 100), q/T: see the calibration below each task.
+CIFAR_TASKS = [
+    steepest_task("cifar10-1k", "linf", 4e-8, 3000, 100, (0.95, 1.1)),
+    steepest_task("cifar10-1k", "signsgd", 3e-5, 3000, 100, (0.95, 1.1)),
+    steepest_task("cifar10-1k", "spectral", 3e-3, 3000, 100, (0.95, 1.1)),
+    steepest_task("cifar10-1k", "muon", 0.01, 3000, 100, (0.95, 1.1)),
+    steepest_task("cifar10-1k", "block_cd", 0.01, 3000, 100, (0.95, 1.1)),
+]
+
+suite("steepest-cifar10-1k", CIFAR_TASKS,
+      "non-Euclidean steepest descent at the edge of stability (Islamov et al.): the five methods "
+      "on cifar10-1k, fc-tanh, MSE, full batch (CPU, about 5-10 min per run)")  # fmt: skip
 suite("steepest-digits", DIGITS_TASKS,
       "non-Euclidean steepest descent at the edge of stability (Islamov et al.): l_inf, sign, "
       "spectral, Muon without momentum and block CD on digits, fc-tanh, MSE, full batch (CPU, "
       "about 2 min per run)")  # fmt: skip
-suite("steepest", DIGITS_TASKS,
+suite("steepest", DIGITS_TASKS + CIFAR_TASKS,
       "non-Euclidean steepest descent at the edge of stability (Islamov et al.), every data "
-      "set registered (digits so far)")  # fmt: skip
+      "set registered (digits and cifar10-1k)")  # fmt: skip
