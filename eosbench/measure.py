@@ -47,8 +47,10 @@ class Context:
     cache: dict[str, Any] = field(default_factory=dict)
 
 
-def _operator(ctx: Context, preconditioner=None, n_examples: int | None = None):
-    """The training-loss Hessian, over the first ``n_examples`` training examples if given."""
+def _operator(ctx: Context, preconditioner=None, n_examples: int | None = None,
+              kind: str = "hessian"):  # fmt: skip
+    """The training-loss Hessian (``kind="ggn"``: its Gauss-Newton part), over the first
+    ``n_examples`` training examples if given."""
     from .curvature import LossOperator
 
     if n_examples is not None and (
@@ -63,6 +65,7 @@ def _operator(ctx: Context, preconditioner=None, n_examples: int | None = None):
         ctx.y_train[:n],
         physical_batch_size=ctx.physical_batch_size,
         preconditioner=preconditioner,
+        kind=kind,
     )
 
 
@@ -106,7 +109,8 @@ def _top(ctx: Context, key: str, op, k: int, tol: float, max_products: int) -> d
 
 @MEASUREMENTS.register("sharpness")
 def sharpness(
-    k: int = 1, tol: float = 1e-3, max_products: int = 500, n_examples: int | None = None
+    k: int = 1, tol: float = 1e-3, max_products: int = 500, n_examples: int | None = None,
+    split: bool = False,
 ) -> Measurement:
     r"""Top-``k`` eigenvalues of the full-batch training-loss Hessian :math:`\lambda_{\max}(H)`
     (of the loss over the first ``n_examples`` training examples, if given: a cheaper,
@@ -115,12 +119,42 @@ def sharpness(
     Warm-started from the previous measurement's eigenvectors; stops when every
     relative residual :math:`\lVert Hv-\lambda v\rVert/|\lambda|` is at most ``tol``.
     Cost: typically a few HVPs warm, tens cold; at most ``max_products``.
+
+    ``split``: also the Hessian's two parts :math:`H = G + N` (Dauphin, Agarwala & Mobahi,
+    arXiv:2401.10809v2: :math:`G = J^\top H_\ell J` the Gauss-Newton matrix, PSD for a
+    convex loss, and :math:`N = \sum_i \partial_z\ell_i\,\nabla^2_\theta z_i` the
+    "nonlinear modeling error", indefinite, which vanishes at interpolation under MSE):
+    ``sharpness_gn`` :math:`= \lambda_{\max}(G)` (warm-started Lanczos on the GGN operator,
+    same ``tol``), ``sharpness_nme`` :math:`= v^\top N v = \lambda_{\max}(H) - v^\top G v`
+    along the top Hessian eigenvector :math:`v` (one GGN product) and ``sharpness_nme_share``
+    :math:`= v^\top N v/\lambda_{\max}(H)`, the part of the sharpness the Gauss-Newton
+    matrix does not account for; ``sharpness_gn_hvps`` counts the GGN products (each about
+    one HVP).
     """
+    if not isinstance(split, bool):
+        raise ValueError(f"split={split!r}: expected true or false")
 
     def measure(ctx: Context) -> dict[str, float]:
-        return _top(ctx, "sharpness", _operator(ctx, None, n_examples), k, tol, max_products)
+        out = _top(ctx, "sharpness", _operator(ctx, None, n_examples), k, tol, max_products)
+        if split:
+            out.update(_split(ctx, out["sharpness"], n_examples, tol, max_products))
+        return out
 
     return _curvature(measure)
+
+
+def _split(ctx: Context, top: float, n_examples: int | None, tol: float,
+           max_products: int) -> dict[str, float]:  # fmt: skip
+    """The Gauss-Newton and NME parts of the sharpness (:func:`sharpness` with ``split``)."""
+    t0 = time.perf_counter()
+    ggn = _operator(ctx, None, n_examples, kind="ggn")
+    out = _top(ctx, "sharpness_gn", ggn, 1, tol, max_products)
+    v = ctx.cache["sharpness"][:, 0]
+    nme = top - float(v @ ggn.matvec(v))
+    out.update(sharpness_nme=nme, sharpness_nme_share=nme / top if top else math.nan,
+               sharpness_gn_hvps=float(ggn.n_products),
+               sharpness_gn_seconds=time.perf_counter() - t0)  # fmt: skip
+    return out
 
 
 @MEASUREMENTS.register("preconditioned_sharpness")

@@ -388,3 +388,54 @@ def test_stochastic_sharpness_matches_enumeration_over_all_batches():
                             min_batches=30, max_batches=30, tol=1e-6)
     assert abs(m.mean - exact_lmax) <= 4 * m.stderr
     assert exact_lmax >= exact_bs  # a Rayleigh quotient never exceeds lambda_max
+
+
+def _split_ctx(model, loss_fn, x, y):
+    from eosbench.measure import Context
+    from eosbench.task import Task
+
+    return Context(Task(name="t"), 0, model, loss_fn, x, y, None, None,
+                   torch.Generator().manual_seed(0))  # fmt: skip
+
+
+@pytest.mark.parametrize("arch,loss", CASES, ids=IDS)
+def test_sharpness_split_matches_dense_gauss_newton_and_nme(arch, loss):
+    """``sharpness`` with ``split``: lambda_max(G) and v^T (H - G) v along H's top
+    eigenvector, against the dense Hessian and the dense Gauss-Newton matrix."""
+    from eosbench.measure import MEASUREMENTS
+
+    model, x, y = problem(arch)
+    H, G = dense_hessian(model, loss[1], x, y), dense_ggn(model, loss[1], x, y)
+    lam, vecs = torch.linalg.eigh(H)
+    v = vecs[:, -1]
+    nme = float(v @ (H - G) @ v)
+    out = MEASUREMENTS.get("sharpness")(split=True, tol=1e-9)(_split_ctx(model, loss[1], x, y))
+    assert out["sharpness"] == pytest.approx(float(lam[-1]), rel=1e-7)
+    assert out["sharpness_gn"] == pytest.approx(float(torch.linalg.eigvalsh(G)[-1]), rel=1e-7)
+    assert out["sharpness_nme"] == pytest.approx(nme, rel=1e-5, abs=1e-9 * float(lam[-1]))
+    assert out["sharpness_nme_share"] == pytest.approx(nme / float(lam[-1]), rel=1e-5, abs=1e-9)
+    assert abs(nme) > 1e-4 * float(lam[-1])  # the case is not trivial: N is not zero here
+    assert out["sharpness_gn_hvps"] >= 2
+
+
+def test_sharpness_split_nme_vanishes_at_interpolation_under_mse():
+    """Targets equal to the network's outputs: every residual is zero, so N = 0 and H = G."""
+    from eosbench.measure import MEASUREMENTS
+
+    model, x, _ = problem("mlp")
+    with torch.no_grad():
+        y = model(x).detach()
+
+    def sq(out, t):
+        return 0.5 * ((out - t) ** 2).sum(1).mean()
+
+    out = MEASUREMENTS.get("sharpness")(split=True, tol=1e-9)(_split_ctx(model, sq, x, y))
+    assert abs(out["sharpness_nme_share"]) < 1e-8
+    assert out["sharpness_gn"] == pytest.approx(out["sharpness"], rel=1e-7)
+
+
+def test_sharpness_split_refuses_a_non_boolean():
+    from eosbench.measure import MEASUREMENTS
+
+    with pytest.raises(ValueError, match="split"):
+        MEASUREMENTS.get("sharpness")(split="yes")
