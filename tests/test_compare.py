@@ -92,6 +92,18 @@ def test_metric_value_median_over_the_second_half():
     assert metric_value(early, "sharpness@median") is None
 
 
+def test_metric_value_at_a_step():
+    traj = Run.synthetic([{"step": 100 * i, "sharpness": float(i)} for i in range(6)])
+    assert metric_value(traj, "sharpness@300") == 3.0
+    assert metric_value(traj, "sharpness@350") == 3.0  # the last measurement at or before
+    assert metric_value(traj, "sharpness@0") == 0.0
+    assert metric_value(traj, "sharpness@9999") == 5.0
+    late = Run.synthetic([{"step": 100, "sharpness": 1.0}])
+    assert metric_value(late, "sharpness@50") is None
+    with pytest.raises(ValueError, match="suffix"):
+        metric_value(traj, "sharpness@-3")
+
+
 def test_suite_rejects_comparisons_of_tasks_outside_it():
     t = TASKS.get("cifar10-3k/resnet20/ce/sgd/noaug")
     with pytest.raises(ValueError, match="not in the suite"):

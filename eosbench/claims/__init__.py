@@ -73,7 +73,7 @@ def fail(claim: str, reason: str, why: str = "", **kw: Any) -> Verdict:
 
 
 def _registered() -> None:
-    from . import eos, flow, linear, stochastic, streaming, theory, tuners  # noqa: F401
+    from . import eos, flow, linear, regularization, stochastic, streaming, theory, tuners  # noqa: F401
 
 
 def check_claims(task: Task) -> None:

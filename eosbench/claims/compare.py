@@ -18,7 +18,8 @@ A metric is the last finite value of a recorded key (``test_acc``: the accuracy 
 end of training) or, with the suffix ``@first``, its first (``test_acc@first``: the
 untrained network's, recorded at step 0), or with ``@median`` the median of its values
 over the second half of the run (``sharpness@median``: the window of the EoS claims,
-robust to the oscillation at the edge).
+robust to the oscillation at the edge), or with ``@<step>`` its value at the last measurement
+at or before that step (``sharpness@300``: how far progressive sharpening has got by step 300).
 """
 
 from __future__ import annotations
@@ -37,12 +38,16 @@ INCONCLUSIVE = "INCONCLUSIVE"
 
 
 def metric_value(run: Run, metric: str) -> float | None:
-    """``metric`` of one run: ``key`` or ``key@last`` (last finite value), ``key@first``, or
-    ``key@median`` (median over the second half; None when nothing finite is recorded there)."""
+    """``metric`` of one run: ``key`` or ``key@last`` (last finite value), ``key@first``,
+    ``key@median`` (median over the second half) or ``key@<step>`` (the last value at or before
+    that step); None when nothing finite is recorded there."""
     key, _, which = metric.partition("@")
-    if which not in ("", "first", "last", "median"):
-        raise ValueError(f"metric {metric!r}: the suffix must be @first, @last or @median")
+    if which not in ("", "first", "last", "median") and not which.isdigit():
+        raise ValueError(f"metric {metric!r}: the suffix must be @first, @last, @median or "
+                         "@<step>")  # fmt: skip
     steps, values = run.values(key)
+    if which.isdigit():
+        values = values[steps <= int(which)]
     if values.size == 0:
         return None
     if which == "median":

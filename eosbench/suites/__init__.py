@@ -89,4 +89,14 @@ def generalized(method: str, every: int) -> MeasurementSpec:
                            options=options(norm=NORM_OF[method], iters=20, restarts=2))  # fmt: skip
 
 
-from . import flow, generalization, leaderboard, paper, regularization, smoke, steepest, theory, tuners  # noqa: E402,F401  (registration)
+from . import (  # noqa: E402,F401  (registration)
+    flow,
+    generalization,
+    leaderboard,
+    paper,
+    regularization,
+    smoke,
+    steepest,
+    theory,
+    tuners,
+)

@@ -91,7 +91,7 @@ DIGITS_TASKS = [
 CIFAR_TASKS = [
     steepest_task("cifar10-1k", "linf", 4e-8, 3000, 100, (0.95, 1.1)),
     steepest_task("cifar10-1k", "signsgd", 3e-5, 3000, 100, (0.95, 1.1)),
-    steepest_task("cifar10-1k", "spectral", 3e-3, 3000, 100, (0.95, 1.1)),
+    steepest_task("cifar10-1k", "spectral", 2.5e-3, 3000, 100, (0.95, 1.1)),
     steepest_task("cifar10-1k", "muon", 0.01, 3000, 100, (0.95, 1.1)),
     steepest_task("cifar10-1k", "block_cd", 0.01, 3000, 100, (0.95, 1.1)),
 ]

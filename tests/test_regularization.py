@@ -1,0 +1,99 @@
+"""Regularization and the Hessian's two parts (the ``regularization`` suites): the
+``nme_vanishes`` claim on hand-made series.  The ``split`` measurement's oracle tests are in
+``test_curvature.py`` (dense Hessian and dense Gauss-Newton matrix)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from eosbench.claims import evaluate
+from eosbench.record import Run
+from eosbench.task import ClaimSpec, OptimizerSpec, Task
+
+
+def _series(start: float, end: float, n: int = 20, sign: float = 1.0):
+    """The NME share falling linearly from ``start`` to ``end`` over ``n`` measurements."""
+    return [{"step": 10 * i, "sharpness": 10.0, "sharpness_gn": 10.0 * (1 - start),
+             "sharpness_nme_share": sign * (start + (end - start) * i / (n - 1)),
+             "train_loss": 1.0 / (1 + i)} for i in range(n)]  # fmt: skip
+
+
+TASK = Task(name="t", claims=(ClaimSpec("nme_vanishes"),))
+
+
+@pytest.mark.parametrize("start,end,verdict,why", [
+    (0.4, 0.01, "PASS", None),
+    (0.4, 0.06, "FAIL", "small"),    # not small enough at the end
+    (0.04, 0.03, "FAIL", "shrank"),  # small throughout: nothing vanished
+    (0.1, 0.3, "FAIL", "shrank"),    # grows
+])  # fmt: skip
+def test_nme_vanishes_on_hand_made_series(start, end, verdict, why):
+    (v,) = evaluate(TASK, Run.synthetic(_series(start, end), task=TASK))
+    assert v.verdict == verdict
+    if why:
+        assert v.parts[why] is False
+    # the first value, and the median over the last 2 of 20 measurements
+    assert v.parts["first"] == pytest.approx(start)
+    assert v.parts["last"] == pytest.approx(abs(end + (start - end) * 0.5 / 19), rel=1e-9)
+
+
+def test_nme_vanishes_judges_the_magnitude_of_a_negative_share():
+    (v,) = evaluate(TASK, Run.synthetic(_series(0.4, 0.01, sign=-1.0), task=TASK))
+    assert v.verdict == "PASS" and v.parts["first"] > 0.3
+
+
+def test_nme_vanishes_is_not_evaluable_without_measurements_or_after_divergence():
+    (v,) = evaluate(TASK, Run.synthetic(_series(0.4, 0.01)[:3], task=TASK))  # < 4 points
+    assert v.verdict == "FAIL" and v.parts["why"] == "too_few_points"
+    (v,) = evaluate(TASK, Run.synthetic(_series(0.4, 0.01), status="diverged", diverged_at=90,
+                                        task=TASK))  # fmt: skip
+    assert v.parts["why"] == "diverged"
+    bad = replace(TASK, claims=(ClaimSpec("nme_vanishes", options=(("max_share", 1.5),)),))
+    with pytest.raises(ValueError, match="max_share"):
+        evaluate(bad, Run.synthetic(_series(0.4, 0.01), task=bad))
+
+
+WD_TASK = Task(name="wd", optimizer=OptimizerSpec(name="sgd", lr=0.2, weight_decay=0.01),
+               claims=(ClaimSpec("settles_below_edge"),))  # fmt: skip
+EDGE = 2 / 0.2 - 0.01  # GD's edge on lambda_max of the unregularized loss, 2/lr - wd
+
+
+def _wd_series(level: float, drift: float = 0.0, loss_end: float = 0.05, n: int = 41):
+    """Sharpness rising to ``level`` x EDGE by the middle of the run, then drifting by ``drift``
+    (relative) to the end; the loss falling from 0.2 to ``loss_end`` over the second half."""
+    out = []
+    for i in range(n):
+        u = i / (n - 1)
+        q = level * (2 * u if u < 0.5 else 1 + drift * (u - 0.5) * 2)
+        loss = 0.2 if u < 0.5 else 0.2 + (loss_end - 0.2) * (u - 0.5) * 2
+        out.append({"step": 50 * i, "sharpness": q * EDGE, "train_loss": loss})
+    return out
+
+
+@pytest.mark.parametrize("series,verdict,part", [
+    (_wd_series(0.53), "PASS", None),                  # the wd=0.01 pilot's plateau
+    (_wd_series(1.02), "FAIL", "below"),               # at the edge: the negative control
+    (_wd_series(0.81), "FAIL", "below"),               # just above 1 - margin
+    (_wd_series(0.5, drift=0.4), "FAIL", "settled"),   # still rising
+    (_wd_series(0.5, loss_end=0.2), "FAIL", "falling"),  # stopped training
+])  # fmt: skip
+def test_settles_below_edge_on_hand_made_series(series, verdict, part):
+    (v,) = evaluate(WD_TASK, Run.synthetic(series, task=WD_TASK))
+    assert v.verdict == verdict and v.target == pytest.approx(EDGE)
+    if part:
+        assert v.parts[part] is False
+    else:
+        assert v.parts["ratio"] == pytest.approx(0.53)
+
+
+def test_settles_below_edge_is_not_evaluable_on_short_or_diverged_runs():
+    (v,) = evaluate(WD_TASK, Run.synthetic(_wd_series(0.5, n=9), task=WD_TASK))
+    assert v.verdict == "FAIL" and v.parts["why"] == "too_few_points"
+    (v,) = evaluate(WD_TASK, Run.synthetic(_wd_series(0.5), status="diverged", diverged_at=900,
+                                           task=WD_TASK))  # fmt: skip
+    assert v.parts["why"] == "diverged"
+    bad = replace(WD_TASK, claims=(ClaimSpec("settles_below_edge", options=(("margin", 0),)),))
+    with pytest.raises(ValueError, match="margin"):
+        evaluate(bad, Run.synthetic(_wd_series(0.5), task=bad))
