@@ -344,6 +344,37 @@ def trace(
     return _curvature(measure)
 
 
+@MEASUREMENTS.register("ntk_trace")
+def ntk_trace(memory_mb: int = 256) -> Measurement:
+    r"""The trace of the empirical neural tangent kernel per training example,
+    :math:`\operatorname{tr}K/n = \frac1n\sum_i \lVert \partial f(x_i)/\partial\theta
+    \rVert_F^2` (summed over the outputs), exactly, from per-example Jacobians in chunks of
+    at most ``memory_mb`` MiB (Agarwala & Pennington, arXiv:2404.19261v2, put a small-batch
+    edge on this trace).  For the ``mse`` loss it equals :math:`\operatorname{tr}G`, the
+    trace of the loss's Gauss-Newton matrix.  Cost: one reverse pass per example and output,
+    vmapped: about ``k`` gradient evaluations over the training set for ``k`` outputs
+    (``ntk_trace_seconds``).  Models with BatchNorm are refused (a per-example Jacobian does
+    not exist when the batch's statistics couple the examples)."""
+    from .curvature import per_example_ntk_trace
+
+    if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or memory_mb < 1:
+        raise ValueError(f"memory_mb={memory_mb!r}: expected a positive integer")
+
+    def measure(ctx: Context) -> dict[str, float]:
+        t0 = time.perf_counter()
+        value = per_example_ntk_trace(ctx.model, ctx.x_train, memory_mb=memory_mb)
+        return {"ntk_trace": value, "ntk_trace_seconds": time.perf_counter() - t0}
+
+    def check(task: Task, spec) -> None:
+        _needs_hessian(task, spec)
+        if task.model.batchnorm:
+            raise ValueError("ntk_trace needs per-example Jacobians, which a model with "
+                             "BatchNorm (model.batchnorm=true) does not have")  # fmt: skip
+
+    measure.check = check
+    return measure
+
+
 def _plain_gd(task: Task) -> str | None:
     """Why ``task``'s optimizer is not plain constant-step full-batch GD, or None."""
     from .optim import departures

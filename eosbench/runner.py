@@ -10,7 +10,10 @@ chunks of at most ``physical_batch_size`` examples (each chunk's mean loss
 weighted by its share of the data), so memory stays bounded and the gradient
 is that of the mean loss over all examples.  Mini-batch methods draw batches
 from a per-epoch random permutation (a seeded generator; the last partial
-batch of an epoch is dropped so every step sees ``batch_size`` examples).
+batch of an epoch is dropped so every step sees ``batch_size`` examples), or
+with ``optimizer.sampling = "iid"`` as independent uniform draws of
+``batch_size`` distinct examples at every step (sampling with replacement across
+steps: an example can come back before the others have been seen).
 
 At step ``k`` the runner (1) takes the due measurements on the parameters
 :math:`\\theta_k`, (2) evaluates on the test set when due, (3) performs the
@@ -101,17 +104,22 @@ def _finite_params(model: nn.Module) -> bool:
 
 
 class _Batches:
-    """Mini-batch indices from per-epoch permutations of a seeded generator."""
+    """Mini-batch indices from a seeded generator: slices of per-epoch permutations
+    (``sampling="epoch"``), or the first ``batch_size`` entries of a fresh permutation at
+    every step (``"iid"``)."""
 
-    def __init__(self, n: int, batch_size: int, seed: int):
+    def __init__(self, n: int, batch_size: int, seed: int, sampling: str = "epoch"):
         if batch_size > n:
             raise UserError(f"optimizer.batch_size={batch_size} exceeds the {n} training examples")
-        self.n, self.b = n, batch_size
+        self.n, self.b, self.iid = n, batch_size, sampling == "iid"
         self.per_epoch = n // batch_size
         self.gen = torch.Generator().manual_seed(seed)
         self.perm: Tensor | None = None
 
     def indices(self, step: int) -> Tensor:
+        if self.iid:
+            self.perm = torch.randperm(self.n, generator=self.gen)
+            return self.perm[: self.b]
         i = step % self.per_epoch
         if i == 0 or self.perm is None:
             self.perm = torch.randperm(self.n, generator=self.gen)
@@ -150,7 +158,7 @@ class _Trainer:
         self.outcome: dict[str, Any] = {"status": "completed"}
         n = self.x_tr.shape[0]
         b = task.optimizer.batch_size
-        self.batches = _Batches(n, b, seed + 1_000_003) if b else None
+        self.batches = _Batches(n, b, seed + 1_000_003, task.optimizer.sampling) if b else None
         self.ctx = Context(
             task=task,
             step=0,

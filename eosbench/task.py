@@ -69,6 +69,9 @@ class OptimizerSpec:
     momentum: float = 0.0  # heavy-ball/Nesterov beta (sgd and sgd-based methods)
     nesterov: bool = False  # Nesterov instead of heavy-ball momentum
     batch_size: int | None = None  # examples per step; None = full batch (GD)
+    # mini-batches: "epoch" (a fresh permutation every epoch: without replacement) or "iid"
+    # (every step b distinct examples drawn uniformly, independently of the other steps)
+    sampling: str = "epoch"
     weight_decay: float = 0.0  # L2 coefficient added to the gradient
     beta1: float = 0.9  # Adam first-moment decay
     beta2: float = 0.999  # Adam/RMSProp second-moment decay

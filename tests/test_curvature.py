@@ -439,3 +439,33 @@ def test_sharpness_split_refuses_a_non_boolean():
 
     with pytest.raises(ValueError, match="split"):
         MEASUREMENTS.get("sharpness")(split="yes")
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_ntk_trace_is_the_sum_of_squared_per_example_jacobians(arch):
+    """Against per-example Jacobians taken one at a time with torch.autograd, and against
+    the trace of the dense Gauss-Newton matrix of Cohen et al.'s MSE (H_loss = I / n)."""
+    from eosbench.curvature import per_example_ntk_trace
+    from eosbench.losses import mse as cohen_mse
+
+    model, x, y = problem(arch)
+    theta, _, forward = flat_loss(model, cohen_mse, x, y)
+    by_hand = sum(float(jacobian(lambda t, xi=xi: forward(t, xi[None])[0], theta).pow(2).sum())
+                  for xi in x) / len(x)  # fmt: skip
+    assert per_example_ntk_trace(model, x) == pytest.approx(by_hand, rel=1e-10)
+    assert per_example_ntk_trace(model, x, memory_mb=1) == pytest.approx(by_hand, rel=1e-10)
+    G = dense_ggn(model, cohen_mse, x, y)
+    assert float(torch.trace(G)) == pytest.approx(by_hand, rel=1e-9)
+
+
+def test_ntk_trace_measurement_refuses_batchnorm_and_bad_options():
+    from eosbench.errors import UserError
+    from eosbench.measure import MEASUREMENTS, build_measurements
+    from eosbench.task import MeasurementSpec, ModelSpec, Task
+
+    with pytest.raises(ValueError, match="memory_mb"):
+        MEASUREMENTS.get("ntk_trace")(memory_mb=0)
+    task = Task(name="t", model=ModelSpec(name="fc-tanh", batchnorm=True),
+                measurements=(MeasurementSpec("ntk_trace", every=10),))  # fmt: skip
+    with pytest.raises(UserError, match="BatchNorm"):
+        build_measurements(task)

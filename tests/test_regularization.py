@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from eosbench.claims import evaluate
@@ -97,3 +98,55 @@ def test_settles_below_edge_is_not_evaluable_on_short_or_diverged_runs():
     bad = replace(WD_TASK, claims=(ClaimSpec("settles_below_edge", options=(("margin", 0),)),))
     with pytest.raises(ValueError, match="margin"):
         evaluate(bad, Run.synthetic(_wd_series(0.5), task=bad))
+
+
+# -- mini-batch sampling: per-epoch permutations or i.i.d. batches ---------------------------------
+
+
+def _draw(sampling: str, steps: int, n: int = 20, b: int = 5, seed: int = 0):
+    from eosbench.runner import _Batches
+
+    batches = _Batches(n, b, seed, sampling)
+    return batches, [batches.indices(t).tolist() for t in range(steps)]
+
+
+def test_epoch_sampling_sees_every_example_once_per_epoch():
+    _, drawn = _draw("epoch", 8)
+    for epoch in (drawn[:4], drawn[4:]):
+        assert sorted(i for batch in epoch for i in batch) == list(range(20))
+
+
+def test_iid_sampling_draws_distinct_examples_independently_of_the_other_steps():
+    _, drawn = _draw("iid", 400)
+    assert all(len(set(batch)) == 5 for batch in drawn)  # no repeat within a batch
+    epochs = [sorted(i for batch in drawn[k:k + 4] for i in batch) for k in range(0, 400, 4)]
+    assert sum(e != list(range(20)) for e in epochs) > 90  # repeats across steps of an "epoch"
+    counts = np.bincount([i for batch in drawn for i in batch], minlength=20)
+    assert counts.min() > 60 and counts.max() < 140  # uniform: 100 each in expectation
+    batches, _ = _draw("iid", 3)  # resumes where it stopped
+    state = batches.state_dict()
+    ahead = [batches.indices(t).tolist() for t in range(3, 6)]
+    batches.load_state_dict(state)
+    assert [batches.indices(t).tolist() for t in range(3, 6)] == ahead
+
+
+@pytest.mark.parametrize("spec,match", [
+    (OptimizerSpec(batch_size=8, sampling="bootstrap"), "sampling"),
+    (OptimizerSpec(sampling="iid"), "batch_size"),
+])  # fmt: skip
+def test_a_bad_sampling_is_refused(spec, match):
+    from eosbench.errors import UserError
+    from eosbench.optim import validate
+
+    with pytest.raises(UserError, match=match):
+        validate(spec)
+
+
+def test_the_default_sampling_leaves_the_task_hash_unchanged():
+    from eosbench.task import content_hash
+
+    task = Task(name="t", optimizer=OptimizerSpec(batch_size=8))
+    assert content_hash(task) == content_hash(
+        replace(task, optimizer=OptimizerSpec(batch_size=8, sampling="epoch")))
+    assert content_hash(task) != content_hash(
+        replace(task, optimizer=OptimizerSpec(batch_size=8, sampling="iid")))

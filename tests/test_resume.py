@@ -30,6 +30,7 @@ BASE = apply_overrides(TASKS.get("digits/fc-tanh/mse/gd/lr=0.1"),
 OPTIMIZERS = {
     "gd": OptimizerSpec(name="sgd", lr=0.1),
     "sgd-momentum": OptimizerSpec(name="sgd", lr=0.05, momentum=0.9, batch_size=32),
+    "sgd-iid": OptimizerSpec(name="sgd", lr=0.05, batch_size=32, sampling="iid"),
     "adam": OptimizerSpec(name="adam", lr=1e-3),
     "sam": OptimizerSpec(name="sam", lr=0.05, rho=0.05, batch_size=32),
     # TRACER keeps its own Fisher estimate; run with a cosine schedule (a function of the step)

@@ -14,7 +14,13 @@ from .eigen import EigResult, top_eigenpairs
 from .generalized import GeneralizedResult, generalized_sharpness
 from .operators import LossOperator, MatrixOperator
 from .stochastic import StochasticResult, batch_sharpness, minibatch_sharpness
-from .trace import TraceResult, effective_dimension, hutchinson_trace, slq_density
+from .trace import (
+    TraceResult,
+    effective_dimension,
+    hutchinson_trace,
+    per_example_ntk_trace,
+    slq_density,
+)
 
 __all__ = [
     "EigResult",
@@ -28,6 +34,7 @@ __all__ = [
     "generalized_sharpness",
     "hutchinson_trace",
     "minibatch_sharpness",
+    "per_example_ntk_trace",
     "slq_density",
     "top_eigenpairs",
 ]

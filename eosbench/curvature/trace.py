@@ -169,3 +169,33 @@ def effective_dimension(eigenvalues: Tensor, alpha: float) -> float:
         raise ValueError(f"alpha must be positive, got {alpha}")
     lam = torch.as_tensor(eigenvalues, dtype=torch.float64).clamp_min(0.0)
     return float((lam / (lam + alpha)).sum())
+
+
+def per_example_ntk_trace(model: torch.nn.Module, x: Tensor, *, memory_mb: int = 256) -> float:
+    r"""The empirical NTK's trace per example, :math:`\frac1n\sum_i\lVert J_i\rVert_F^2`
+    with :math:`J_i = \partial f(x_i)/\partial\theta` over the trainable parameters (all
+    outputs), exactly: per-example Jacobians by ``vmap(jacrev)`` in chunks of at most
+    ``memory_mb`` MiB.  Evaluated in training mode with dropout off, like the loss operators;
+    a model whose forward couples the examples (BatchNorm) has no per-example Jacobian."""
+    from torch.func import functional_call, jacrev, vmap
+
+    from .operators import training_mode
+
+    named = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
+    fixed = {k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}
+    fixed.update({k: b.detach() for k, b in model.named_buffers()})
+    n_params = sum(p.numel() for p in named.values())
+
+    def f(params: dict[str, Tensor], xi: Tensor) -> Tensor:
+        return functional_call(model, {**params, **fixed}, (xi[None],))[0]
+
+    jac = vmap(jacrev(f), in_dims=(None, 0))
+    total = 0.0
+    with training_mode(model), torch.no_grad():
+        n_out = f(named, x[0]).numel()
+        per_example = n_out * n_params * x.element_size()
+        chunk = max(1, (memory_mb << 20) // max(1, per_example))
+        for i in range(0, len(x), chunk):
+            J = jac(named, x[i:i + chunk])
+            total += float(sum(j.double().pow(2).sum() for j in J.values()))
+    return total / len(x)

@@ -172,12 +172,17 @@ def departures(task, allow: tuple[str, ...] = ()) -> list[str]:
 def label(spec: OptimizerSpec) -> str:
     r"""The display label of ``spec`` with its step size, e.g. ``SGD, $\eta$=0.1``: its
     registry entry's label (the optimizer's name for an entry without one), the weight
-    decay where set."""
+    decay and a sampling other than per-epoch permutations where set."""
     entry = OPTIMIZERS.get(spec.name)
     base = entry.label(spec) if getattr(entry, "label", None) else spec.name
     if spec.weight_decay:
         base += f", wd={spec.weight_decay:g}"
+    if spec.sampling != "epoch":
+        base += f", {spec.sampling} batches"
     return rf"{base}, $\eta$={spec.lr:g}"
+
+
+SAMPLINGS = ("epoch", "iid")  # OptimizerSpec.sampling (the runner's mini-batches)
 
 
 def validate(spec: OptimizerSpec) -> None:
@@ -222,6 +227,12 @@ def validate(spec: OptimizerSpec) -> None:
                         f"{spec.name!r}")  # fmt: skip
     if spec.batch_size is not None and spec.batch_size < 1:
         raise UserError(f"optimizer.batch_size={spec.batch_size} must be >= 1 (or none)")
+    if spec.sampling not in SAMPLINGS:
+        raise UserError(f"optimizer.sampling={spec.sampling!r} is not one of "
+                        f"{', '.join(SAMPLINGS)}")  # fmt: skip
+    if spec.sampling != "epoch" and spec.batch_size is None:
+        raise UserError(f"optimizer.sampling={spec.sampling!r} needs optimizer.batch_size: "
+                        "full-batch steps sample nothing")  # fmt: skip
 
 
 def build_optimizer(spec: OptimizerSpec, params: Iterable[Any]) -> torch.optim.Optimizer:

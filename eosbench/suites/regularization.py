@@ -19,6 +19,7 @@ from dataclasses import replace
 from ..task import (
     ClaimSpec,
     DataSpec,
+    MeasurementSpec,
     ModelSpec,
     OptimizerSpec,
     ScheduleSpec,
@@ -31,6 +32,10 @@ SAETHER2026 = ("Saether, Kolic, Poggio & Beneventano 2026, Does Weight Decay Enh
                "Stability? (arXiv:2605.16622v1, abstract)")  # fmt: skip
 DAUPHIN2024 = ("Dauphin, Agarwala & Mobahi 2024, Neglected Hessian component explains "
                "mysteries in sharpness regularization (arXiv:2401.10809v2)")  # fmt: skip
+AGARWALA2024 = ("Agarwala & Pennington 2024, High dimensional analysis reveals conservative "
+                "sharpening and a stochastic edge of stability (arXiv:2404.19261v2, abstract)")  # fmt: skip
+BENEVENTANO2023 = ("Beneventano 2023, On the Trajectories of SGD Without Replacement "
+                   "(arXiv:2312.16143v2, abstract)")  # fmt: skip
 DIGITS = DataSpec(name="digits", n_train=1000)
 FC_TANH = ModelSpec(name="fc-tanh")
 STEPS, EVERY = 2000, 20
@@ -38,17 +43,23 @@ STEPS, EVERY = 2000, 20
 
 def gd_task(loss: str, lr: float, wd: float = 0.0, claims=(), split: bool = False,
             steps: int = STEPS, tag: str = "", description: str = "",
-            reference: str = SAETHER2026) -> Task:  # fmt: skip
+            reference: str = SAETHER2026, batch_size: int | None = None,
+            sampling: str = "epoch", extra: tuple[MeasurementSpec, ...] = ()) -> Task:  # fmt: skip
     wd_part = f",wd={wd:g}" if wd else ""
+    method = "gd" if batch_size is None else "sgd"
+    batch = "" if batch_size is None else f",bs={batch_size}"
+    if sampling != "epoch":
+        batch += f",{sampling}"
     return register(
         Task(
-            name=f"digits/fc-tanh/{loss}/gd/lr={lr:g}{wd_part}{tag}",
+            name=f"digits/fc-tanh/{loss}/{method}/lr={lr:g}{batch}{wd_part}{tag}",
             data=DIGITS,
             model=FC_TANH,
             loss=loss,
-            optimizer=OptimizerSpec(name="sgd", lr=lr, weight_decay=wd),
+            optimizer=OptimizerSpec(name="sgd", lr=lr, weight_decay=wd, batch_size=batch_size,
+                                    sampling=sampling),  # fmt: skip
             schedule=ScheduleSpec(steps=steps, eval_every=0),
-            measurements=(sharp(EVERY, split=True) if split else sharp(EVERY),),
+            measurements=(sharp(EVERY, split=True) if split else sharp(EVERY), *extra),
             claims=tuple(claims),
             seeds=(0, 1, 2),
             description=description,
@@ -99,7 +110,56 @@ suite("regularization-digits", [gd, wd_small, wd_large, ce],
       "CPU, about 1-2 min per run)",
       comparisons=(slower(gd, wd_small), slower(wd_small, wd_large),
                    slower(wd_large, gd, expect="FAIL")))  # fmt: skip
-suite("regularization", [gd, wd_small, wd_large, ce],
-      "weight decay and the Hessian's two parts at the edge of stability (digits so far)",
+
+# -- mini-batch noise: conservative sharpening and sampling without replacement ---------------------
+# Agarwala & Pennington (arXiv:2404.19261v2, abstract): "in the stochastic setting, the
+# eigenvalues increase more slowly - a phenomenon we call conservative sharpening"; their
+# stochastic edge "sensitive to the trace of the Neural Tangent Kernel" could not be stated from
+# the abstract, so it is measured (``ntk_trace``) but not claimed.  Beneventano
+# (arXiv:2312.16143v2, abstract): SGD without replacement follows SGD with replacement along
+# the high-curvature directions and "regulariz[es] the trace of the noise covariance along the
+# flat ones", penalizing "a weighted trace of the Fisher Matrix"; under MSE near interpolation
+# the Fisher is the Gauss-Newton matrix, whose trace is ``ntk_trace`` here, so the check is an
+# ordering of the NTK and Hessian traces over the second half of the run.  GD at lr=0.1
+# crosses 2/lr=20 at step 1,620-1,840 (the smoke suite), so step 1,000 is mid-sharpening.
+NOISE_LR, NOISE_STEPS, NOISE_AT = 0.1, 3000, 1000
+TRACES = (MeasurementSpec("ntk_trace", every=250),
+          MeasurementSpec("trace", every=250, options=options(n_samples=60)))  # fmt: skip
+NOISE = {
+    name: gd_task("mse", NOISE_LR, steps=NOISE_STEPS, batch_size=b, sampling=sampling, tag="/traces",
+                  extra=TRACES, reference=AGARWALA2024 if sampling == "epoch" else BENEVENTANO2023,
+                  description=what)
+    for name, b, sampling, what in (
+        ("gd", None, "epoch", "full-batch GD: the reference for conservative sharpening"),
+        ("b128", 128, "epoch", "SGD, batch 128, per-epoch permutations"),
+        ("b32", 32, "epoch", "SGD, batch 32, per-epoch permutations (without replacement)"),
+        ("b32-iid", 32, "iid", "SGD, batch 32, i.i.d. batches (with replacement)"),
+    )
+}  # fmt: skip
+
+
+def noise_ordering(higher: str, lower: str, metric: str, note: str, cite: str,
+                   expect: str = "PASS") -> Comparison:  # fmt: skip
+    return Comparison("ordering", better=NOISE[higher].name, worse=NOISE[lower].name,
+                      metric=metric, expect=expect, citation=cite, note=note)  # fmt: skip
+
+
+CONSERVATIVE = f"conservative sharpening: lambda_max at step {NOISE_AT}"
+REPLACEMENT = "without replacement, a lower trace over the second half"
+NOISE_COMPARISONS = (
+    noise_ordering("gd", "b128", f"sharpness@{NOISE_AT}", CONSERVATIVE, AGARWALA2024),
+    noise_ordering("b128", "b32", f"sharpness@{NOISE_AT}", CONSERVATIVE, AGARWALA2024),
+    noise_ordering("b32", "gd", f"sharpness@{NOISE_AT}", CONSERVATIVE, AGARWALA2024, "FAIL"),
+    noise_ordering("b32-iid", "b32", "ntk_trace@median", REPLACEMENT, BENEVENTANO2023),
+    noise_ordering("b32-iid", "b32", "trace@median", REPLACEMENT, BENEVENTANO2023),
+    noise_ordering("b32", "b32-iid", "ntk_trace@median", REPLACEMENT, BENEVENTANO2023, "FAIL"),
+)  # fmt: skip
+suite("noise-digits", list(NOISE.values()),
+      "mini-batch noise at the edge of stability: conservative sharpening and sampling without "
+      "replacement (digits, fc-tanh, MSE; CPU, about 1-2 min per run)",
+      comparisons=NOISE_COMPARISONS)  # fmt: skip
+suite("regularization", [gd, wd_small, wd_large, ce, *NOISE.values()],
+      "weight decay, the Hessian's two parts and mini-batch noise at the edge of stability "
+      "(digits so far)",
       comparisons=(slower(gd, wd_small), slower(wd_small, wd_large),
-                   slower(wd_large, gd, expect="FAIL")))  # fmt: skip
+                   slower(wd_large, gd, expect="FAIL"), *NOISE_COMPARISONS))  # fmt: skip
