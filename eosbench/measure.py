@@ -345,15 +345,16 @@ def trace(
 
 
 @MEASUREMENTS.register("ntk_trace")
-def ntk_trace(memory_mb: int = 256) -> Measurement:
+def ntk_trace(memory_mb: int = 8) -> Measurement:
     r"""The trace of the empirical neural tangent kernel per training example,
     :math:`\operatorname{tr}K/n = \frac1n\sum_i \lVert \partial f(x_i)/\partial\theta
     \rVert_F^2` (summed over the outputs), exactly, from per-example Jacobians in chunks of
     at most ``memory_mb`` MiB (Agarwala & Pennington, arXiv:2404.19261v2, put a small-batch
     edge on this trace).  For the ``mse`` loss it equals :math:`\operatorname{tr}G`, the
     trace of the loss's Gauss-Newton matrix.  Cost: one reverse pass per example and output,
-    vmapped: about ``k`` gradient evaluations over the training set for ``k`` outputs
-    (``ntk_trace_seconds``).  Models with BatchNorm are refused (a per-example Jacobian does
+    vmapped (``ntk_trace_seconds``): on digits with fc-tanh (1,000 examples, 10 outputs) 6.6 s
+    on one shared CPU thread, about 400 full-batch gradient evaluations; small chunks are the
+    fastest there (8 MiB: 6.6 s, 32: 13 s, 256: 30 s), so measure it sparsely.  Models with BatchNorm are refused (a per-example Jacobian does
     not exist when the batch's statistics couple the examples)."""
     from .curvature import per_example_ntk_trace
 

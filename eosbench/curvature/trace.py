@@ -171,7 +171,7 @@ def effective_dimension(eigenvalues: Tensor, alpha: float) -> float:
     return float((lam / (lam + alpha)).sum())
 
 
-def per_example_ntk_trace(model: torch.nn.Module, x: Tensor, *, memory_mb: int = 256) -> float:
+def per_example_ntk_trace(model: torch.nn.Module, x: Tensor, *, memory_mb: int = 8) -> float:
     r"""The empirical NTK's trace per example, :math:`\frac1n\sum_i\lVert J_i\rVert_F^2`
     with :math:`J_i = \partial f(x_i)/\partial\theta` over the trainable parameters (all
     outputs), exactly: per-example Jacobians by ``vmap(jacrev)`` in chunks of at most

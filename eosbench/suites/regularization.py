@@ -123,7 +123,7 @@ suite("regularization-digits", [gd, wd_small, wd_large, ce],
 # ordering of the NTK and Hessian traces over the second half of the run.  GD at lr=0.1
 # crosses 2/lr=20 at step 1,620-1,840 (the smoke suite), so step 1,000 is mid-sharpening.
 NOISE_LR, NOISE_STEPS, NOISE_AT = 0.1, 3000, 1000
-TRACES = (MeasurementSpec("ntk_trace", every=250),
+TRACES = (MeasurementSpec("ntk_trace", every=500),
           MeasurementSpec("trace", every=250, options=options(n_samples=60)))  # fmt: skip
 NOISE = {
     name: gd_task("mse", NOISE_LR, steps=NOISE_STEPS, batch_size=b, sampling=sampling, tag="/traces",
