@@ -49,6 +49,7 @@ SPEC_DEFAULTS = {
         "momentum": 0.0,
         "nesterov": False,
         "batch_size": None,
+        "sampling": "epoch",
         "weight_decay": 0.0,
         "beta1": 0.9,
         "beta2": 0.999,
@@ -94,7 +95,7 @@ SPEC_DEFAULTS = {
 # build_measurements calls MEASUREMENTS.get(spec.name)(**dict(spec.options)): an option
 # left out takes the factory's keyword default
 MEASUREMENT_DEFAULTS = {
-    "sharpness": {"k": 1, "tol": 1e-3, "max_products": 500, "n_examples": None},
+    "sharpness": {"k": 1, "tol": 1e-3, "max_products": 500, "n_examples": None, "split": False},
     "preconditioned_sharpness": {"k": 1, "tol": 1e-3, "max_products": 500},
     "batch_sharpness": {
         "batch_size": None,  # None: the task's optimizer.batch_size
@@ -104,6 +105,7 @@ MEASUREMENT_DEFAULTS = {
         "direction": "gradient",
     },
     "trace": {"n_samples": 30, "method": "hutch++", "n_examples": None},
+    "ntk_trace": {"memory_mb": 8},
     "linear2_state": {},
     "support_norm": {"relevant": 5},
     "excess_risk": {},

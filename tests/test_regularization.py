@@ -150,3 +150,17 @@ def test_the_default_sampling_leaves_the_task_hash_unchanged():
         replace(task, optimizer=OptimizerSpec(batch_size=8, sampling="epoch")))
     assert content_hash(task) != content_hash(
         replace(task, optimizer=OptimizerSpec(batch_size=8, sampling="iid")))
+
+
+def test_hessian_parts_figure_only_with_split_runs_and_deterministic(tmp_path):
+    from eosbench.report.regularization import write_regularization_figures
+
+    plain = Run.synthetic([{"step": 10 * i, "sharpness": 1.0, "train_loss": 1.0 / (1 + i)}
+                           for i in range(5)], task=Task(name="plain"))  # fmt: skip
+    assert write_regularization_figures([plain], tmp_path) == []
+    runs = [plain, *(Run.synthetic(_series(0.4, 0.01), task=replace(TASK, name=f"t{k}"), seed=s)
+                     for k in range(2) for s in range(2))]  # fmt: skip
+    first = write_regularization_figures(runs, tmp_path / "a")
+    second = write_regularization_figures(runs, tmp_path / "b")
+    assert [p.name for p in first] == ["hessian_parts.png", "hessian_parts.pdf"]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(first, second, strict=True))

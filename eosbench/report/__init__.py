@@ -17,6 +17,7 @@ from ..record import Run
 from .figures import write_figures
 from .flow import write_flow_figures
 from .generalization import write_generalization
+from .regularization import write_regularization_figures
 from .tables import load_runs, write_tables
 from .theory import write_theory_figures
 from .tuners import write_tuner_figures
@@ -96,6 +97,7 @@ def write_report(
     written += write_tuner_figures(runs, out)  # only where tuned optimizers ran
     written += write_flow_figures(runs, out)  # only where a central flow was integrated
     written += write_theory_figures(runs, out)  # only where solvable models ran
+    written += write_regularization_figures(runs, out)  # only where the Hessian was split
     index = {
         "title": title,
         "runs": [r.id for r in runs],
