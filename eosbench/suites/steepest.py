@@ -85,9 +85,17 @@ DIGITS_TASKS = [
 ]
 
 # -- cifar10-1k: 3,000 steps, measured every 100 ------------------------------------------------
-# fc-tanh at PyTorch's initialization on cifar10-1k: lambda_max 78, S_linf 2.8e7, S_spectral 362,
-# S_block 71.5; dual gradient norms |g|_1 1361, sum |G|_nuc 8.66, max_b |g_b| 2.15.  Seed-0
-# pilots (3,000 steps, every 100), q/T: see the calibration below each task.
+# fc-tanh at PyTorch's initialization on cifar10-1k: lambda_max 78, S_linf 2.6e7, S_spectral 374,
+# S_block 71.5; dual gradient norms |g|_1 1361, sum |G|_nuc 8.7, max_b |g_b| 2.15.  Seed-0
+# pilots (3,000 steps, every 100), q/T: linf lr=2.4e-8: 0.30-0.34 throughout; lr=4e-8: 0.53 ->
+# 0.62 at step 3,000 (|g|_1 falls 55x, so the unnormalized step shrinks with it); lr=4.5e-8
+# (8,000-step pilot, stopped at 1,100): 0.57 -> 0.60.  signsgd lr=2e-5: above 1.3 by step 600;
+# lr=3e-5: crosses at 100, median 1.112 after it; lr=5e-5: median 1.117.  spectral lr=3e-3:
+# 0.56 -> 0.98-0.996 by step 100 and the loss at 1e-7 by step 700 (it interpolates without
+# crossing); lr=2.5e-3: 0.47, crosses at ~800 and stays 0.5-1% above.  muon lr=0.01: 0.22,
+# crosses at 100-200, then 1.01-1.03.  block_cd lr=0.01: 0.36 -> 0.28 (step 700) -> 0.37 at
+# step 3,000; lr=0.015 (stopped at 2,200): 0.54 -> 0.42 -> 0.58.  The linf, block_cd and two
+# signsgd seeds FAIL, recorded in results/steepest-cifar10-1k/README.md.
 CIFAR_TASKS = [
     steepest_task("cifar10-1k", "linf", 4e-8, 3000, 100, (0.95, 1.1)),
     steepest_task("cifar10-1k", "signsgd", 3e-5, 3000, 100, (0.95, 1.1)),
