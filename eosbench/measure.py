@@ -352,9 +352,10 @@ def ntk_trace(memory_mb: int = 8) -> Measurement:
     at most ``memory_mb`` MiB (Agarwala & Pennington, arXiv:2404.19261v2, put a small-batch
     edge on this trace).  For the ``mse`` loss it equals :math:`\operatorname{tr}G`, the
     trace of the loss's Gauss-Newton matrix.  Cost: one reverse pass per example and output,
-    vmapped (``ntk_trace_seconds``): on digits with fc-tanh (1,000 examples, 10 outputs) 6.6 s
-    on one shared CPU thread, about 400 full-batch gradient evaluations; small chunks are the
-    fastest there (8 MiB: 6.6 s, 32: 13 s, 256: 30 s), so measure it sparsely.  Models with BatchNorm are refused (a per-example Jacobian does
+    vmapped (``ntk_trace_seconds``): on digits with fc-tanh (1,000 examples, 10 outputs) about
+    530 full-batch gradient evaluations at the default 8 MiB chunks, the fastest of 1-256 MiB
+    (``benchmarks/bench_ntk_trace.py``), so measure it sparsely; Hutch++ on the Gauss-Newton
+    operator estimates the same number under MSE to about 3% for 67 gradients.  Models with BatchNorm are refused (a per-example Jacobian does
     not exist when the batch's statistics couple the examples)."""
     from .curvature import per_example_ntk_trace
 
