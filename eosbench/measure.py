@@ -355,8 +355,9 @@ def ntk_trace(memory_mb: int = 8) -> Measurement:
     vmapped (``ntk_trace_seconds``): on digits with fc-tanh (1,000 examples, 10 outputs) about
     530 full-batch gradient evaluations at the default 8 MiB chunks, the fastest of 1-256 MiB
     (``benchmarks/bench_ntk_trace.py``), so measure it sparsely; Hutch++ on the Gauss-Newton
-    operator estimates the same number under MSE to about 3% for 67 gradients.  Models with BatchNorm are refused (a per-example Jacobian does
-    not exist when the batch's statistics couple the examples)."""
+    operator estimates the same number under MSE to about 3% for 67 gradients.  Models with
+    BatchNorm are refused (a per-example Jacobian does not exist when the batch's statistics
+    couple the examples)."""
     from .curvature import per_example_ntk_trace
 
     if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or memory_mb < 1:

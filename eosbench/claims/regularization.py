@@ -112,7 +112,7 @@ def nme_vanishes(run: Run, task: Task, max_share: float = 0.05, shrink: float = 
     first, last = abs(float(share[0])), float(np.median(np.abs(share[-n:])))
     small = last <= max_share
     shrank = last <= shrink * first
-    ls, lv = run.values("train_loss")
+    _, lv = run.values("train_loss")
     loss = f"; training loss {lv[0]:.3g} -> {lv[-1]:.3g}" if len(lv) else ""
     _, gn = run.values("sharpness_gn")
     _, lam = run.values("sharpness")

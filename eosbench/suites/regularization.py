@@ -107,11 +107,12 @@ def slower(sharper: Task, slower: Task, expect: str = "PASS") -> Comparison:
 # Step 300: without weight decay GD has just reached the edge there (t* = 280-300 on seeds 0-2),
 # with weight decay it is still sharpening (7.5-7.7 at wd=0.003, 3.3 at wd=0.01).
 SHARPENING_STEP = 300
-suite("regularization-digits", [gd, wd_small, wd_large, ce],
+WD_TASKS = [gd, wd_small, wd_large, ce]
+WD_COMPARISONS = (slower(gd, wd_small), slower(wd_small, wd_large),
+                  slower(wd_large, gd, expect="FAIL"))  # fmt: skip
+suite("regularization-digits", WD_TASKS,
       "weight decay and the Hessian's two parts at the edge of stability (digits, fc-tanh, GD; "
-      "CPU, about 1-2 min per run)",
-      comparisons=(slower(gd, wd_small), slower(wd_small, wd_large),
-                   slower(wd_large, gd, expect="FAIL")))  # fmt: skip
+      "CPU, about 1-2 min per run)", comparisons=WD_COMPARISONS)  # fmt: skip
 
 # -- mini-batch noise: conservative sharpening and sampling without replacement ---------------------
 # Agarwala & Pennington (arXiv:2404.19261v2, abstract): "in the stochastic setting, the
@@ -160,8 +161,6 @@ suite("noise-digits", list(NOISE.values()),
       "mini-batch noise at the edge of stability: conservative sharpening and sampling without "
       "replacement (digits, fc-tanh, MSE; CPU, about 1-2 min per run)",
       comparisons=NOISE_COMPARISONS)  # fmt: skip
-suite("regularization", [gd, wd_small, wd_large, ce, *NOISE.values()],
+suite("regularization", [*WD_TASKS, *NOISE.values()],
       "weight decay, the Hessian's two parts and mini-batch noise at the edge of stability "
-      "(digits so far)",
-      comparisons=(slower(gd, wd_small), slower(wd_small, wd_large),
-                   slower(wd_large, gd, expect="FAIL"), *NOISE_COMPARISONS))  # fmt: skip
+      "(digits so far)", comparisons=WD_COMPARISONS + NOISE_COMPARISONS)  # fmt: skip
