@@ -415,7 +415,8 @@ def central_flow(
     ``substeps`` x (a gradient, a warm eigensolve of ``k`` pairs, and :math:`c(c+1)/2`
     third-order products with ``c`` critical eigenvalues) for the central flow plus
     ``gf_substeps`` gradients for gradient flow (``cf_hvps``, ``cf_third``, ``cf_gradients``);
-    ``benchmarks/bench_flow.py`` measures it.
+    ``benchmarks/bench_flow.py`` measures it.  Models with BatchNorm are refused (PyTorch's
+    fused kernel has wrong third derivatives: :mod:`eosbench.models.norms`).
     """
     from . import flow
     from .curvature import LossOperator
@@ -435,6 +436,9 @@ def central_flow(
         why = _plain_gd(task)
         if why is not None:
             raise ValueError(f"central_flow is GD's central flow; this task has {why}")
+        if task.model.batchnorm:
+            raise ValueError("central_flow needs third derivatives, which PyTorch's fused "
+                             "BatchNorm kernel gets wrong (model.batchnorm=true)")
 
     def measure(ctx: Context) -> dict[str, float]:
         opts = flow.FlowOptions(**{**o.__dict__, "lr": ctx.task.optimizer.lr})

@@ -79,6 +79,85 @@ def test_curvature_gradients_are_finite_differences_of_the_eigenvalues(loss):
     assert torch.allclose(whole, D, rtol=1e-10, atol=1e-12)
 
 
+def _normed(kind: str):
+    """Tiny float64 networks through eosbench's written-out LayerNorm (affine parameters moved
+    off their initial 1 and 0) or GroupNorm, and a miniature ViT (patch embedding, attention,
+    LayerNorm, GELU) on 8x8 images."""
+    from eosbench.models import build_model
+    from eosbench.models.norms import LayerNorm
+    from eosbench.task import ModelSpec
+
+    g = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
+    if kind == "vit":
+        m = build_model(ModelSpec(name="vit", width=8, depth=1), (3, 8, 8), 3).double()
+        x = torch.randn(10, 3, 8, 8, generator=g, dtype=torch.float64)
+    else:
+        norm = {"layernorm": LayerNorm(6), "fused-layernorm": nn.LayerNorm(6),
+                "groupnorm": nn.GroupNorm(2, 6), "batchnorm": nn.BatchNorm1d(6)}[kind]
+        m = nn.Sequential(nn.Linear(4, 6), norm, nn.Tanh(), nn.Linear(6, 3)).double()
+        with torch.no_grad():
+            for p in norm.parameters():
+                p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+        x = torch.randn(10, 4, generator=g, dtype=torch.float64)
+    return m, _mse, x, torch.randn(10, 3, generator=g, dtype=torch.float64)
+
+
+def _fd_third(op: LossOperator, U: torch.Tensor, d: torch.Tensor, eps: float = 1e-4):
+    """Central differences along ``d`` of ``U^T H U``, from Hessian-vector products."""
+    theta = op.params()
+    plus, minus = (op.at(theta + s * eps * d).matmat(U) for s in (1, -1))
+    return (U.T @ plus - U.T @ minus) / (2 * eps)
+
+
+@pytest.mark.parametrize("kind", ["layernorm", "groupnorm", "vit"])
+def test_curvature_gradients_through_normalization_and_attention(kind):
+    m, fn, x, y = _normed(kind)
+    op = LossOperator(m, fn, x, y, physical_batch_size=4)
+    if kind != "vit":  # the HVPs the differences are taken of: differences of gradients
+        theta = op.params()
+        cols = [(op.at(theta + 1e-6 * e).gradient() - op.at(theta - 1e-6 * e).gradient()) / 2e-6
+                for e in torch.eye(op.dim, dtype=torch.float64)]
+        torch.testing.assert_close(_dense(op), torch.stack(cols), rtol=1e-6, atol=1e-7)
+    g = torch.Generator().manual_seed(4)
+    U = torch.linalg.qr(torch.randn(op.dim, 2, generator=g, dtype=torch.float64))[0]
+    d = torch.randn(op.dim, generator=g, dtype=torch.float64)
+    d /= d.norm()  # central differences converge as eps^2: 1.5e-7 relative on the ViT
+    D = op.curvature_gradients(U)
+    fd = _fd_third(op, U, d)
+    assert float((D @ d - fd).abs().max()) <= 1e-6 * float(fd.abs().max())
+
+
+@pytest.mark.parametrize("kind", ["fused-layernorm", "batchnorm"])
+def test_curvature_gradients_refuse_fused_normalization_kernels(kind):
+    m, fn, x, y = _normed(kind)
+    with pytest.raises(ValueError, match="fused normalization kernel"):
+        op = LossOperator(m, fn, x, y)
+        op.curvature_gradients(torch.eye(op.dim, 1, dtype=torch.float64))
+
+
+def test_pytorch_fused_layer_norm_third_derivatives_are_still_wrong():
+    """The reason for the refusal above, kept as a canary: the same third-order product that
+    the operator computes, through the fused kernel, against the written-out LayerNorm and
+    central differences.  If a PyTorch upgrade fixes the kernel this fails, and the refusal
+    (eosbench.models.norms.FUSED) can be lifted."""
+    from torch.func import grad, jvp
+
+    m, fn, x, y = _normed("fused-layernorm")
+    op = LossOperator(m, fn, x, y)
+    g = torch.Generator().manual_seed(4)
+    u = torch.randn(op.dim, generator=g, dtype=torch.float64)
+    d = torch.randn(op.dim, generator=g, dtype=torch.float64)
+    d /= d.norm()
+
+    def quad(t):
+        return u @ jvp(lambda s: op._grad_fn(s, x, y), (t,), (u,))[1]
+
+    fused = float(grad(quad)(op.params()) @ d)
+    fd = float(_fd_third(op, u[:, None], d)[0, 0])
+    assert abs(fused - fd) > 0.05 * abs(fd)
+
+
 class _Cubic(nn.Module):
     """Outputs the parameter vector for every example: with the loss below,
     L = sum_j c_j w_j^3 / 6 + mean(x) . w^2 / 2, so D^3 L[u, v] = c * u * v exactly."""
@@ -368,6 +447,17 @@ def test_central_flow_needs_plain_gd(tmp_path: Path, bad, match):
 
     with pytest.raises(UserError, match=match):
         run(_digits_task(**bad), 0, RunOptions(out=tmp_path, device="cpu", progress=False))
+    assert not any(tmp_path.iterdir())
+
+
+def test_central_flow_refuses_batchnorm(tmp_path: Path):
+    from eosbench.errors import UserError
+    from eosbench.runner import RunOptions, run
+
+    task = _digits_task()
+    task = replace(task, model=replace(task.model, batchnorm=True))
+    with pytest.raises(UserError, match="fused BatchNorm"):
+        run(task, 0, RunOptions(out=tmp_path, device="cpu", progress=False))
     assert not any(tmp_path.iterdir())
 
 

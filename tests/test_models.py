@@ -132,6 +132,10 @@ def test_width_and_depth_options():
     v = build_model(ModelSpec(name="vit", width=64, depth=1), CIFAR, 10)
     block = 2 * 128 + (64 * 192 + 192) + (64 * 64 + 64) + (64 * 256 + 256) + (256 * 64 + 64)
     assert n_params(v) == (3 * 64 * 16 + 64) + 64 + 65 * 64 + block + 128 + (64 * 10 + 10)
+    v8 = build_model(ModelSpec(name="vit", width=64, depth=1, options=(("patch", 8),)),
+                     CIFAR, 10)
+    assert n_params(v8) == (3 * 64 * 64 + 64) + 64 + 17 * 64 + block + 128 + (64 * 10 + 10)
+    assert v8(torch.randn(2, *CIFAR)).shape == (2, 10)
 
 
 def test_fc_tanh_matches_closed_form():
@@ -195,6 +199,22 @@ def test_vit_attention_matches_torch_multihead_attention():
         ref.out_proj.bias.copy_(att.proj.bias)
     z = torch.randn(3, 7, 32)
     torch.testing.assert_close(att(z), ref(z, z, z, need_weights=False)[0])
+
+
+def test_written_out_layer_norm_equals_torch_layer_norm():
+    from eosbench.models.norms import LayerNorm, fused_norms
+
+    torch.manual_seed(0)
+    ours, ref = LayerNorm(16), nn.LayerNorm(16)
+    with torch.no_grad():
+        for p in (*ours.parameters(), *ref.parameters()):
+            p.copy_(torch.linspace(-1, 2, 16))
+    z = 3 * torch.randn(4, 5, 16) + 1
+    torch.testing.assert_close(ours(z), ref(z), rtol=1e-5, atol=1e-5)
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    vit = build_model(ModelSpec(name="vit", width=32, depth=1), CIFAR, 10)
+    assert fused_norms(vit) == []
+    assert fused_norms(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2))) == ["1"]
 
 
 def test_vit_supports_double_backward():
@@ -291,6 +311,9 @@ def test_batchnorm_works_with_functional_call():
 
 @pytest.mark.parametrize("spec, shape, k", [
     (ModelSpec(name="vit", batchnorm=True), CIFAR, 10),
+    (ModelSpec(name="vit", options=(("patch", 5),)), CIFAR, 10),
+    (ModelSpec(name="vit", options=(("patch", 0),)), CIFAR, 10),
+    (ModelSpec(name="vit", options=(("depth", 2),)), CIFAR, 10),
     (ModelSpec(name="vgg11", depth=4), CIFAR, 10),
     (ModelSpec(name="linear2"), DIGITS, 10),
     (ModelSpec(name="linear2", width=3), SCALAR, 1),

@@ -285,14 +285,26 @@ class LossOperator:
         :math:`\nabla S = D^3L(\theta)[u, u]` (Damian, Nichani & Lee 2023,
         arXiv:2209.15594v2).
 
-        Each entry is the reverse-mode gradient of the mixed second directional derivative
-        :math:`\partial_s\partial_r L(\theta + s u_i + r u_j)|_0`, itself two nested
-        ``jvp`` (forward-over-forward): reverse-over-forward-over-forward, one vmapped pass
-        per chunk over the :math:`k(k+1)/2` pairs :math:`i \le j`.  Hessian only, not
-        preconditioned.  Cost: counted in :attr:`n_third` (one per pair); measured in
+        Each entry is the reverse-mode gradient of :math:`u_i^\top H u_j`, the Hessian-vector
+        product taken as the operator's own forward-over-reverse ``jvp`` of the gradient:
+        reverse-over-forward-over-reverse, one vmapped pass per chunk over the
+        :math:`k(k+1)/2` pairs :math:`i \le j`.  Not forward-over-forward: PyTorch 2.13's
+        ``layer_norm``, ``batch_norm`` and ``instance_norm`` have wrong forward-over-forward
+        second derivatives and wrong third derivatives by that route and by
+        reverse-over-reverse-over-reverse, while this one is right for all of them (tested
+        against finite differences of dense Hessians; Cohen et al. 2025's central-flows code
+        notes the same of LayerNorm's third derivatives).  Hessian only, not preconditioned.  Cost: counted in :attr:`n_third` (one per pair); measured in
         gradient and HVP units in ``benchmarks/bench_flow.py``."""
         if self.kind != "hessian" or self._pinv_sqrt is not None:
             raise ValueError("curvature_gradients needs the unpreconditioned Hessian operator")
+        from ..models.norms import fused_norms
+
+        fused = fused_norms(self.model)
+        if fused:
+            raise ValueError(
+                f"curvature_gradients: module {fused[0]!r} runs PyTorch's fused normalization "
+                "kernel, whose third derivatives are wrong; use "
+                "eosbench.models.norms.LayerNorm or a model without it")
         if U.ndim != 2 or U.shape[0] != self.dim:
             raise ValueError(f"expected a [{self.dim}, k] matrix, got shape {tuple(U.shape)}")
         W = U.to(device=self.device, dtype=self.dtype)
@@ -302,10 +314,7 @@ class LossOperator:
         B = W[:, [j for _, j in pairs]].T.contiguous()
 
         def mixed(theta: Tensor, a: Tensor, b: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
-            def along_a(t: Tensor) -> Tensor:
-                return jvp(lambda s: self._loss(s, xb, yb), (t,), (a,))[1]
-
-            return jvp(along_a, (theta,), (b,))[1]
+            return a @ jvp(lambda t: self._grad_fn(t, xb, yb), (theta,), (b,))[1]
 
         third = grad(mixed)
         flat = torch.zeros(len(pairs), self.dim, device=self.device, dtype=self.dtype)
