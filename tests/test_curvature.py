@@ -59,8 +59,27 @@ def bn_mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, C))
 
 
-SHAPES = {"mlp": (4,), "cnn": (1, 5, 5), "bn": (4,)}
-MODELS = {"mlp": mlp, "cnn": cnn, "bn": bn_mlp}
+def cohen_cnn() -> nn.Module:
+    """eosbench's registered Cohen et al. CNN in miniature: conv, ReLU, max pooling, linear."""
+    from eosbench.models import build_model
+    from eosbench.task import ModelSpec
+
+    return build_model(ModelSpec(name="cnn-relu", width=2, depth=1), (1, 4, 4), C)
+
+
+def vit() -> nn.Module:
+    """eosbench's registered ViT in miniature: 2x2 patches of 3x4x4 images (4 tokens and the
+    class token), width 4, one pre-LN block (written-out LayerNorm, explicit softmax
+    attention, GELU MLP); 340 parameters."""
+    from eosbench.models import build_model
+    from eosbench.task import ModelSpec
+
+    return build_model(ModelSpec(name="vit", width=4, depth=1, options=(("patch", 2),)),
+                       (3, 4, 4), C)
+
+
+SHAPES = {"mlp": (4,), "cnn": (1, 5, 5), "bn": (4,), "cnn-pool": (1, 4, 4), "vit": (3, 4, 4)}
+MODELS = {"mlp": mlp, "cnn": cnn, "bn": bn_mlp, "cnn-pool": cohen_cnn, "vit": vit}
 
 
 def problem(arch: str, n: int = N, seed: int = 0, dtype=torch.float64):
@@ -103,7 +122,7 @@ def dense_ggn(model, loss_fn, x, y) -> torch.Tensor:
     return J.T @ H_out @ J
 
 
-CASES = list(itertools.product(["mlp", "cnn"], [("mse", mse), ("ce", ce)]))
+CASES = list(itertools.product(["mlp", "cnn", "cnn-pool", "vit"], [("mse", mse), ("ce", ce)]))
 IDS = [f"{a}-{name}" for a, (name, _) in CASES]
 
 
