@@ -90,6 +90,7 @@ def generalized(method: str, every: int) -> MeasurementSpec:
 
 
 from . import (  # noqa: E402,F401  (registration)
+    architectures,
     flow,
     generalization,
     leaderboard,
