@@ -22,34 +22,27 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import torch
+from bench_flow import timed  # the same median-of-repeats timer
 
 from eosbench.curvature import LossOperator
 from eosbench.data import load_dataset
 from eosbench.losses import LOSSES
 from eosbench.models import build_model
-from eosbench.suites.architectures import MODELS
+from eosbench.suites import SUITES, TASKS
 from eosbench.suites.flow import CIFAR4
-
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return statistics.median(out)
 
 
 def unit_costs(repeats: int) -> None:
     data = load_dataset(CIFAR4)
     loss = LOSSES.get("mse")
     print(f"{'model':16s} {'params':>8s} {'gradient ms':>12s} {'HVP ms':>8s} {'HVP/gradient':>13s}")
-    for name, spec in MODELS.items():
+    models = {}  # the suite's models by the name its tasks give them, in suite order
+    for t in SUITES.get("architectures").tasks:
+        models.setdefault(t.split("/")[1], TASKS.get(t).model)
+    for name, spec in models.items():
         torch.manual_seed(0)
         model = build_model(spec, data.input_shape, data.n_classes)
         op = LossOperator(model, loss, data.x_train, data.y_train)

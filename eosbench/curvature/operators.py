@@ -191,8 +191,11 @@ class LossOperator:
     def _loss(self, theta: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
         return self.loss_fn(self._forward(theta, xb), yb)
 
-    def _hvp(self, v: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
-        return jvp(lambda t: self._grad_fn(t, xb, yb), (self._theta,), (v,))[1]
+    def _hvp(self, v: Tensor, xb: Tensor, yb: Tensor, theta: Tensor | None = None) -> Tensor:
+        """:math:`H v` on one chunk at ``theta`` (default: the operator's parameters),
+        forward-over-reverse."""
+        at = self._theta if theta is None else theta
+        return jvp(lambda t: self._grad_fn(t, xb, yb), (at,), (v,))[1]
 
     def _ggnvp(self, v: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
         def f(t: Tensor) -> Tensor:
@@ -293,8 +296,9 @@ class LossOperator:
         second derivatives and wrong third derivatives by that route and by
         reverse-over-reverse-over-reverse, while this one is right for all of them (tested
         against finite differences of dense Hessians; Cohen et al. 2025's central-flows code
-        notes the same of LayerNorm's third derivatives).  Hessian only, not preconditioned.  Cost: counted in :attr:`n_third` (one per pair); measured in
-        gradient and HVP units in ``benchmarks/bench_flow.py``."""
+        notes the same of LayerNorm's third derivatives).  Hessian only, not preconditioned.
+        Cost: counted in :attr:`n_third` (one per pair); measured in gradient and HVP units in
+        ``benchmarks/bench_flow.py``."""
         if self.kind != "hessian" or self._pinv_sqrt is not None:
             raise ValueError("curvature_gradients needs the unpreconditioned Hessian operator")
         from ..models.norms import fused_norms
@@ -314,7 +318,7 @@ class LossOperator:
         B = W[:, [j for _, j in pairs]].T.contiguous()
 
         def mixed(theta: Tensor, a: Tensor, b: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
-            return a @ jvp(lambda t: self._grad_fn(t, xb, yb), (theta,), (b,))[1]
+            return a @ self._hvp(b, xb, yb, theta)
 
         third = grad(mixed)
         flat = torch.zeros(len(pairs), self.dim, device=self.device, dtype=self.dtype)

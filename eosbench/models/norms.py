@@ -20,6 +20,7 @@ from torch import Tensor, nn
 # the module types whose forward calls a fused kernel with wrong third derivatives
 FUSED = (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
          nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+_FUSED_FORWARDS = frozenset(t.forward for t in FUSED)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -44,4 +45,4 @@ def fused_norms(model: nn.Module) -> list[str]:
     """Names of the modules of ``model`` that run a fused normalization kernel (an instance of
     :data:`FUSED` whose forward is PyTorch's, not :class:`LayerNorm`'s)."""
     return [name or type(model).__name__ for name, m in model.named_modules()
-            if isinstance(m, FUSED) and type(m).forward in {t.forward for t in FUSED}]
+            if isinstance(m, FUSED) and type(m).forward in _FUSED_FORWARDS]

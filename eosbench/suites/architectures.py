@@ -50,6 +50,8 @@ MODELS = {
     "cnn-elu-w8": ModelSpec(name="cnn-elu", width=8),
     "cnn-relu-w8-bn": ModelSpec(name="cnn-relu", width=8, batchnorm=True),
     "vit-w32-d2-p8": ModelSpec(name="vit", width=32, depth=2, options=(("patch", 8),)),
+    "cnn-relu": ModelSpec(name="cnn-relu"),  # the papers' sizes (architectures-gpu)
+    "vit": ModelSpec(name="vit"),
 }
 DATA = "cifar10-4class-1k"
 REFERENCE = f"{COHEN21}; {CF2025}"
@@ -171,13 +173,9 @@ suite("architectures", [*MLP_TASKS, *CNN_TASKS, *VIT_TASKS],
 
 # --- the papers' sizes, for the GPU (bands uncalibrated) ----------------------------------------
 GPU_TASKS = [
-    register(Task(name=f"{DATA}/{m}/mse/gd/lr={lr:g}", data=CIFAR4, model=ModelSpec(name=m),
-                  loss="mse", optimizer=OptimizerSpec(name="sgd", lr=lr),
-                  schedule=ScheduleSpec(steps=steps, eval_every=100),
-                  measurements=(sharp(25),), claims=(EOS,), reference=REFERENCE,
-                  description=f"Cohen et al. 2025's {m} at lr {lr:g} (GPU scale; band "
-                              "uncalibrated)"))  # fmt: skip
-    for m, lr, steps in (("cnn-relu", 0.02, 3000), ("vit", 0.01, 3000))
+    gd(m, lr, steps=3000,
+       description=f"Cohen et al. 2025's {m} at lr {lr:g} (GPU scale; band uncalibrated)")
+    for m, lr in (("cnn-relu", 0.02), ("vit", 0.01))
 ]
 suite("architectures-gpu", GPU_TASKS,
       "Cohen et al. 2025's CNN and ViT sizes at their step sizes on 1,000 CIFAR-10 images of "
