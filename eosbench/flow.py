@@ -295,3 +295,137 @@ def advance(op, state: dict[str, Any], o: FlowOptions, step: int, theta: Tensor,
     rec["cf_gradients"] = float(o.substeps + state["gf_substeps"])
     rec["cf_seconds"] = time.perf_counter() - t0
     return rec
+
+
+# -- measurements: the flow beside a GD run, and the sharpness at the smoothed iterate ----------
+# Registered with the other measurements (:mod:`eosbench.measure`, which imports this module).
+
+from .curvature import LossOperator  # noqa: E402
+from .measure import (  # noqa: E402
+    MEASUREMENTS,
+    Context,
+    Measurement,
+    _needs_hessian,
+    _operator,
+    _plain_gd,
+    _top,
+)
+from .task import Task  # noqa: E402
+
+_begin = start  # central_flow's option ``start`` shadows this module's start() inside it
+
+
+def _needs_plain_gd(name: str, task: Task, spec) -> None:
+    _needs_hessian(task, spec)
+    why = _plain_gd(task)
+    if why is not None:
+        raise ValueError(f"{name} needs plain GD (it follows GD's own iterates); this task "
+                         f"has {why}")
+
+
+@MEASUREMENTS.register("central_flow")
+def central_flow(
+    start: float = 0.9,
+    substeps: int = 4,
+    critical: float = 0.975,
+    k: int = 2,
+    tol: float = 1e-3,
+    gf_probe: int = 10,
+    sharpness_tol: float = 1e-3,
+    max_products: int = 300,
+    dtype: str = "float32",
+) -> Measurement:
+    r"""GD's central flow and gradient flow integrated beside the run, and the
+    self-stabilization quantities (this module; Cohen et al. 2025,
+    arXiv:2410.24206v2; Damian, Nichani & Lee 2023, arXiv:2209.15594v2).  Needs plain GD
+    (``sgd``, full batch, no momentum or weight decay, constant step) and ``every=1``.
+
+    At every step it records GD's ``sharpness`` (top eigenvalue, warm-started, relative
+    residual ``sharpness_tol``; a task with this measurement has no separate ``sharpness``
+    one), GD's squared gradient norm ``grad_sq`` and ``ss_y`` :math:`= S - 2/\eta`.  Once the
+    sharpness first reaches ``start`` :math:`\cdot 2/\eta` (``cf_start`` = that step, recorded
+    there) both flows start at that GD iterate and are advanced one step's time per step
+    (``substeps``, ``critical``, ``k``, ``tol``, ``gf_probe``: :class:`FlowOptions`),
+    in ``dtype``; the keys are :func:`advance`'s.  Cost per step once started:
+    ``substeps`` x (a gradient, a warm eigensolve of ``k`` pairs, and :math:`c(c+1)/2`
+    third-order products with ``c`` critical eigenvalues) for the central flow plus
+    ``gf_substeps`` gradients for gradient flow (``cf_hvps``, ``cf_third``, ``cf_gradients``);
+    ``benchmarks/bench_flow.py`` measures it.  Models with BatchNorm are refused (PyTorch's
+    fused kernel has wrong third derivatives: :mod:`eosbench.models.norms`).
+    """
+    o = FlowOptions(lr=1.0, substeps=substeps, critical=critical, k=k, tol=tol, max_products=max_products, gf_probe=gf_probe)  # validates
+    if not 0 < start <= critical:
+        raise ValueError(f"central_flow: start must be in (0, critical={critical}], got {start}")
+    dt = {"float64": torch.float64, "float32": torch.float32}.get(dtype)
+    if dt is None:
+        raise ValueError(f"central_flow: dtype must be 'float64' or 'float32', not {dtype!r}")
+    built: dict[str, LossOperator] = {}  # the flows' operator: a function of the data only
+
+    def check(task: Task, spec) -> None:
+        if spec.every != 1:
+            raise ValueError("central_flow must be measured every step (every=1)")
+        _needs_plain_gd("central_flow", task, spec)
+        if task.model.batchnorm:
+            raise ValueError("central_flow needs third derivatives, which PyTorch's fused "
+                             "BatchNorm kernel gets wrong (model.batchnorm=true)")
+
+    def measure(ctx: Context) -> dict[str, float]:
+        opts = FlowOptions(**{**o.__dict__, "lr": ctx.task.optimizer.lr})
+        op = _operator(ctx)
+        out = _top(ctx, "sharpness", op, 1, sharpness_tol, max_products)
+        _, g = op.value_and_gradient()
+        out["grad_sq"] = float(g @ g)
+        out["ss_y"] = out["sharpness"] - opts.edge
+        state = ctx.cache.get("central_flow")
+        if state is None:
+            if out["sharpness"] < start * opts.edge:
+                return out
+            state = ctx.cache["central_flow"] = _begin(op.params().to(dt), ctx.step)
+            out["cf_start"] = float(ctx.step)
+        if "op" not in built:
+            built["op"] = LossOperator(ctx.model, ctx.loss_fn, ctx.x_train, ctx.y_train,
+                                       physical_batch_size=ctx.physical_batch_size, dtype=dt)
+        out.update(advance(built["op"], state, opts, ctx.step, op.params(), ctx.generator))
+        return out
+
+    measure.check = check
+    return measure
+
+
+
+
+@MEASUREMENTS.register("smoothed_sharpness")
+def smoothed_sharpness(tol: float = 1e-3, max_products: int = 500) -> Measurement:
+    r"""The sharpness at the smoothed GD iterate :math:`\bar w_{t+1} = (w_t + 2w_{t+1} +
+    w_{t+2})/4`, the central flow's point as the central-flows authors estimate it from GD
+    (Cohen et al. 2025, arXiv:2410.24206v2; their code compares the flow with this average):
+    GD's period-2 oscillation along the top eigenvector cancels in it, so where the iterates'
+    own sharpness is lifted by the oscillation (:math:`S(w + xu) \approx S(w) +
+    \tfrac12 x^2\,u^\top\nabla^2 S\,u` for :math:`\nabla S\cdot u = 0`), this one reads
+    the flow's, which the central flow pins at :math:`2/\eta`.  Needs plain GD (``sgd``,
+    full batch, no momentum or weight decay, constant step).
+
+    Recorded at step ``t`` (the parameters before that step's update are :math:`w_t`),
+    centered on ``t + 1``: the measurement takes GD's next two iterates itself (two
+    full-batch gradients on a copy; the run is not touched), then a warm-started top
+    eigenpair at :math:`\bar w` (relative residual ``tol``).  Keys ``smoothed_sharpness``,
+    ``_residual``, ``_hvps`` (the eigensolve's HVPs; the two gradients are extra) and
+    ``_seconds`` (all of it)."""
+
+    def check(task: Task, spec) -> None:
+        _needs_plain_gd("smoothed_sharpness", task, spec)
+
+    def measure(ctx: Context) -> dict[str, float]:
+        t0 = time.perf_counter()
+        lr = ctx.task.optimizer.lr
+        op = _operator(ctx)
+        w0 = op.params()
+        w1 = w0 - lr * op.gradient()
+        w2 = w1 - lr * op.at(w1).gradient()
+        out = _top(ctx, "smoothed_sharpness", op.at(0.25 * (w0 + 2 * w1 + w2)), 1, tol,
+                   max_products)
+        out["smoothed_sharpness_seconds"] = time.perf_counter() - t0
+        return out
+
+    measure.check = check
+    return measure

@@ -388,81 +388,6 @@ def _plain_gd(task: Task) -> str | None:
     return ", ".join(departures(task)) or None
 
 
-@MEASUREMENTS.register("central_flow")
-def central_flow(
-    start: float = 0.9,
-    substeps: int = 4,
-    critical: float = 0.975,
-    k: int = 2,
-    tol: float = 1e-3,
-    gf_probe: int = 10,
-    sharpness_tol: float = 1e-3,
-    max_products: int = 300,
-    dtype: str = "float32",
-) -> Measurement:
-    r"""GD's central flow and gradient flow integrated beside the run, and the
-    self-stabilization quantities (:mod:`eosbench.flow`; Cohen et al. 2025,
-    arXiv:2410.24206v2; Damian, Nichani & Lee 2023, arXiv:2209.15594v2).  Needs plain GD
-    (``sgd``, full batch, no momentum or weight decay, constant step) and ``every=1``.
-
-    At every step it records GD's ``sharpness`` (top eigenvalue, warm-started, relative
-    residual ``sharpness_tol``; a task with this measurement has no separate ``sharpness``
-    one), GD's squared gradient norm ``grad_sq`` and ``ss_y`` :math:`= S - 2/\eta`.  Once the
-    sharpness first reaches ``start`` :math:`\cdot 2/\eta` (``cf_start`` = that step, recorded
-    there) both flows start at that GD iterate and are advanced one step's time per step
-    (``substeps``, ``critical``, ``k``, ``tol``, ``gf_probe``: :class:`FlowOptions`),
-    in ``dtype``; the keys are :func:`eosbench.flow.advance`'s.  Cost per step once started:
-    ``substeps`` x (a gradient, a warm eigensolve of ``k`` pairs, and :math:`c(c+1)/2`
-    third-order products with ``c`` critical eigenvalues) for the central flow plus
-    ``gf_substeps`` gradients for gradient flow (``cf_hvps``, ``cf_third``, ``cf_gradients``);
-    ``benchmarks/bench_flow.py`` measures it.  Models with BatchNorm are refused (PyTorch's
-    fused kernel has wrong third derivatives: :mod:`eosbench.models.norms`).
-    """
-    from . import flow
-    from .curvature import LossOperator
-
-    o = flow.FlowOptions(lr=1.0, substeps=substeps, critical=critical, k=k, tol=tol, max_products=max_products, gf_probe=gf_probe)  # validates
-    if not 0 < start <= critical:
-        raise ValueError(f"central_flow: start must be in (0, critical={critical}], got {start}")
-    dt = {"float64": torch.float64, "float32": torch.float32}.get(dtype)
-    if dt is None:
-        raise ValueError(f"central_flow: dtype must be 'float64' or 'float32', not {dtype!r}")
-    built: dict[str, LossOperator] = {}  # the flows' operator: a function of the data only
-
-    def check(task: Task, spec) -> None:
-        if spec.every != 1:
-            raise ValueError("central_flow must be measured every step (every=1)")
-        _needs_hessian(task, spec)
-        why = _plain_gd(task)
-        if why is not None:
-            raise ValueError(f"central_flow is GD's central flow; this task has {why}")
-        if task.model.batchnorm:
-            raise ValueError("central_flow needs third derivatives, which PyTorch's fused "
-                             "BatchNorm kernel gets wrong (model.batchnorm=true)")
-
-    def measure(ctx: Context) -> dict[str, float]:
-        opts = flow.FlowOptions(**{**o.__dict__, "lr": ctx.task.optimizer.lr})
-        op = _operator(ctx)
-        out = _top(ctx, "sharpness", op, 1, sharpness_tol, max_products)
-        _, g = op.value_and_gradient()
-        out["grad_sq"] = float(g @ g)
-        out["ss_y"] = out["sharpness"] - opts.edge
-        state = ctx.cache.get("central_flow")
-        if state is None:
-            if out["sharpness"] < start * opts.edge:
-                return out
-            state = ctx.cache["central_flow"] = flow.start(op.params().to(dt), ctx.step)
-            out["cf_start"] = float(ctx.step)
-        if "op" not in built:
-            built["op"] = LossOperator(ctx.model, ctx.loss_fn, ctx.x_train, ctx.y_train,
-                                       physical_batch_size=ctx.physical_batch_size, dtype=dt)
-        out.update(flow.advance(built["op"], state, opts, ctx.step, op.params(), ctx.generator))
-        return out
-
-    measure.check = check
-    return measure
-
-
 @MEASUREMENTS.register("linear2_state")
 def linear2_state() -> Measurement:
     r"""Parameters :math:`a, b` of ``linear2`` and the sharpness of the gradient-flow
@@ -587,3 +512,6 @@ def build_measurements(task: Task) -> list[tuple[int, str, Measurement]]:
             raise UserError(f"measurement {m.name!r}: {e}") from None
         out.append((m.every, m.name, fn))
     return out
+
+
+from . import flow as _flow  # noqa: E402,F401  (registers central_flow, smoothed_sharpness)

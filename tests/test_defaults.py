@@ -122,6 +122,7 @@ MEASUREMENT_DEFAULTS = {
         "max_products": 300,
         "dtype": "float32",
     },
+    "smoothed_sharpness": {"tol": 1e-3, "max_products": 500},
 }
 
 

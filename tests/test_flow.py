@@ -438,15 +438,18 @@ def test_central_flow_measurement_in_a_run(tmp_path: Path):
     assert all(r["cf_sharpness"] <= 2 / 0.85 * 1.01 for r in after)
 
 
-@pytest.mark.parametrize("bad,match", [(dict(momentum=0.9), "central flow"),
-                                       (dict(batch_size=10), "central flow")])
-def test_central_flow_needs_plain_gd(tmp_path: Path, bad, match):
+@pytest.mark.parametrize("measurement", ["central_flow", "smoothed_sharpness"])
+@pytest.mark.parametrize("bad,match", [(dict(momentum=0.9), "momentum"),
+                                       (dict(batch_size=10), "batch_size=10")])
+def test_gd_trajectory_measurements_need_plain_gd(tmp_path: Path, measurement, bad, match):
     """Refused by the preflight, as one line, before anything is written."""
     from eosbench.errors import UserError
     from eosbench.runner import RunOptions, run
+    from eosbench.task import MeasurementSpec
 
-    with pytest.raises(UserError, match=match):
-        run(_digits_task(**bad), 0, RunOptions(out=tmp_path, device="cpu", progress=False))
+    task = replace(_digits_task(**bad), measurements=(MeasurementSpec(measurement, every=1),))
+    with pytest.raises(UserError, match=f"{measurement} needs plain GD.*{match}"):
+        run(task, 0, RunOptions(out=tmp_path, device="cpu", progress=False))
     assert not any(tmp_path.iterdir())
 
 
@@ -477,7 +480,8 @@ def test_central_flow_run_resumes_bitwise(tmp_path: Path, monkeypatch):
     """The flows' state lives in the measurement cache, which a checkpoint holds: a run
     stopped at step 6 (as by SIGTERM) and resumed gives the series of an uninterrupted run."""
     from eosbench import checkpoint, store
-    from eosbench.measure import MEASUREMENTS, central_flow
+    from eosbench.flow import central_flow
+    from eosbench.measure import MEASUREMENTS
     from eosbench.runner import RunOptions, run
 
     task = replace(_digits_task(), schedule=replace(_digits_task().schedule, steps=12))
@@ -510,3 +514,102 @@ def test_central_flow_run_resumes_bitwise(tmp_path: Path, monkeypatch):
     meta = store.read_json(rdir / store.RUN_FILE)
     assert meta["status"] == "completed" and meta["resumed_from_step"] == 7
     assert series(rdir) == reference
+
+
+# --- the sharpness at the smoothed GD iterate --------------------------------------------------
+
+
+def test_smoothed_sharpness_is_the_dense_top_eigenvalue_at_the_smoothed_gd_iterate():
+    """Against GD's next two iterates taken by torch.optim.SGD on a copy of the network and
+    the dense Hessian (torch.autograd.functional.hessian) at (w_t + 2 w_{t+1} + w_{t+2})/4;
+    the network itself is left as it was."""
+    from copy import deepcopy
+
+    from torch.func import functional_call
+
+    from eosbench.measure import MEASUREMENTS, Context
+
+    model, loss, x, y = _net("mse")
+    lr = 0.4
+    names = [k for k, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+
+    def flat(m):
+        return torch.cat([p.detach().reshape(-1) for p in m.parameters()])
+
+    twin = deepcopy(model)
+    opt = torch.optim.SGD(twin.parameters(), lr=lr)
+    ws = [flat(twin)]
+    for _ in range(2):
+        opt.zero_grad()
+        loss(twin(x), y).backward()
+        opt.step()
+        ws.append(flat(twin))
+    bar = (ws[0] + 2 * ws[1] + ws[2]) / 4
+
+    def f(theta):
+        parts = torch.split(theta, [s.numel() for s in shapes])
+        params = {k: p.view(s) for k, p, s in zip(names, parts, shapes, strict=True)}
+        return loss(functional_call(model, params, (x,)), y)
+
+    top = float(torch.linalg.eigvalsh(torch.autograd.functional.hessian(f, bar))[-1])
+    at_w = float(torch.linalg.eigvalsh(torch.autograd.functional.hessian(f, ws[0]))[-1])
+    before = flat(model)
+    ctx = Context(Task(name="t", optimizer=OptimizerSpec(lr=lr)), 0, model, loss, x, y, None,
+                  None, torch.Generator().manual_seed(0))  # fmt: skip
+    out = MEASUREMENTS.get("smoothed_sharpness")(tol=1e-9)(ctx)
+    assert out["smoothed_sharpness"] == pytest.approx(top, rel=1e-7)
+    assert abs(top - at_w) > 1e-3 * at_w  # the iterates moved: not the sharpness at w_t
+    assert torch.equal(flat(model), before)
+    assert out["smoothed_sharpness_hvps"] >= 1 and out["smoothed_sharpness_seconds"] > 0
+
+
+def test_smoothed_sharpness_reads_the_center_of_a_period_two_orbit():
+    """f(x) = a x^2/2 + b x^4/4 at GD's period-2 orbit x = +-x*, lr (a + b x*^2) = 2: the
+    iterates' sharpness a + 3b x*^2 is 2.5 x 2/lr here, the smoothed iterate is the orbit's
+    center x = 0, where the sharpness is a."""
+    from eosbench.measure import MEASUREMENTS, Context
+
+    a, b, lr = 1.0, 2.0, 0.5  # 2/lr = 4: x*^2 = (4 - a) / b = 1.5
+    xs = float(np.sqrt((2 / lr - a) / b))
+
+    class Quartic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.x = nn.Parameter(torch.tensor([xs], dtype=torch.float64))
+
+        def forward(self, inputs):
+            return self.x.expand(len(inputs), -1)
+
+    def loss(o, _):
+        return (a * o**2 / 2 + b * o**4 / 4).sum(1).mean()
+
+    dummy = torch.zeros(2, 1, dtype=torch.float64)
+    ctx = Context(Task(name="t", optimizer=OptimizerSpec(lr=lr)), 0, Quartic(), loss, dummy,
+                  dummy, None, None, torch.Generator().manual_seed(0))  # fmt: skip
+    iterate = MEASUREMENTS.get("sharpness")(tol=1e-10)(ctx)["sharpness"]
+    smoothed = MEASUREMENTS.get("smoothed_sharpness")(tol=1e-10)(ctx)["smoothed_sharpness"]
+    assert iterate == pytest.approx(a + 3 * b * xs**2, rel=1e-9)  # 10 = 2.5 x 2/lr
+    assert smoothed == pytest.approx(a, rel=1e-9)
+
+
+def _above_edge(smoothed: float, n: int = 200, t_star: int = 40):
+    """2/lr = 10: the iterates' sharpness rises to 13 by t_star and stays there; the smoothed
+    iterate's is ``smoothed``."""
+    return [{"step": t, "sharpness": 6 + 7 * t / t_star if t < t_star else 13.0,
+             "smoothed_sharpness": smoothed if t >= t_star else 5.0,
+             "train_loss": 1.0 / (1 + t / 50) + 0.01 * (t % 2)} for t in range(0, n, 5)]
+
+
+def test_cf_smoothed_edge_passes_where_only_the_smoothed_iterate_is_at_the_edge():
+    task = Task(name="vit", optimizer=OptimizerSpec(lr=0.2), claims=(
+        ClaimSpec("eos"), ClaimSpec("cf_smoothed_edge")))
+    eos, edge = evaluate(task, Run.synthetic(_above_edge(10.2), task=task))
+    assert eos.verdict == "FAIL" and eos.parts["hovers"] is False  # 1.3 x 2/lr
+    assert edge.verdict == "PASS" and edge.parts["ratio"] == pytest.approx(1.02)
+    assert edge.parts["iterate_ratio"] == pytest.approx(1.3) and edge.parts["t_star"] == 25
+    high = evaluate(task, Run.synthetic(_above_edge(12.0), task=task))[1]
+    assert high.verdict == "FAIL" and high.parts["hovers"] is False
+    low = [{**r, "sharpness": 6.0} for r in _above_edge(10.0)]  # the small-step control
+    never = evaluate(task, Run.synthetic(low, task=task))[1]
+    assert never.verdict == "FAIL" and never.parts["why"] == "never_reached"

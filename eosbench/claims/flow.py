@@ -29,6 +29,16 @@ of the central flow -- its negative control, which must FAIL.
   ``band`` (a ratio) of the mean of :math:`\sigma^2 = u^\top\Sigma u`, and :math:`x_t`
   changes sign on at least ``alternate`` of the consecutive steps (period 2).  With
   ``reference="gradient"`` the displacement is taken from gradient flow.
+
+Without the flow integrated (it costs a third-order product per substep), one prediction can
+still be read from GD alone:
+
+- ``cf_smoothed_edge``: from GD's :math:`t^*` on, the median of the sharpness at the smoothed
+  iterate :math:`(w_t + 2w_{t+1} + w_{t+2})/4` (the ``smoothed_sharpness`` measurement, the
+  authors' estimate of the flow's point) over :math:`2/\eta` lies in ``band``: the flow's
+  sharpness is pinned at :math:`2/\eta` even where the iterates' own sharpness, lifted by
+  their oscillation, sits above it.  Its negative control is the small-step task that never
+  reaches the edge.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ import numpy as np
 from ..record import Run
 from ..task import Task
 from . import CLAIMS, Verdict, fail
+from .eos import edge_window
 
 CITATION = "Cohen et al. 2025 (arXiv:2410.24206v2); Damian et al. 2023 (arXiv:2209.15594v2)"
 FLOWS = ("central", "gradient")
@@ -229,3 +240,35 @@ def cf_oscillation(run: Run, task: Task, reference: str = "central",
                    detail=detail, parts={"matches": matches, "period2": period2,
                                          "ratio": ratio, "flips": flips, "delta2_ratio": d2_ratio,
                                          "t_star": t_star, "n_points": len(x)}, **kw)
+
+
+@CLAIMS.register("cf_smoothed_edge")
+def cf_smoothed_edge(run: Run, task: Task, band: tuple[float, float] = (0.9, 1.1),
+                     min_points: int = 5) -> Verdict:  # fmt: skip
+    """The sharpness at the smoothed GD iterate hovers at 2/lr after t* (module docstring)."""
+    name = "cf_smoothed_edge"
+    T = 2.0 / task.optimizer.lr
+    tol = f"median smoothed_sharpness/T in [{band[0]}, {band[1]}] from GD's t*"
+    kw = dict(target=T, tolerance=tol, citation=CITATION)
+    if run.status == "diverged":
+        return fail(name, f"the run diverged at step {run.diverged_at}", "diverged", **kw)
+    steps, q = run.values("sharpness")
+    w = edge_window(run, T, "sharpness", min_points=1)
+    if w is None:
+        top = f"max {q.max():.4g}" if len(q) else "never measured"
+        return fail(name, f"GD's sharpness never reached 2/lr={T:.4g} ({top})",
+                    "never_reached", **kw)
+    s, v = run.values("smoothed_sharpness")
+    after = v[s >= w.t_star] / T
+    if len(after) < min_points:
+        return fail(name, f"{len(after)} smoothed-iterate measurements after t*={w.t_star} "
+                    f"(need {min_points})", "too_few_points", **kw)
+    ratio = float(np.median(after))
+    hovers = band[0] <= ratio <= band[1]
+    detail = (f"t*={w.t_star}; median S(smoothed iterate)/T = {ratio:.4f} over {len(after)} "
+              f"points (hover {'ok' if hovers else 'NO'}), range [{after.min():.3f}, "
+              f"{after.max():.3f}]; the iterates' own median S/T over the same span "
+              f"{w.ratio:.4f}")
+    return Verdict(name, "PASS" if hovers else "FAIL", measured=ratio * T, detail=detail,
+                   parts={"hovers": hovers, "ratio": ratio, "iterate_ratio": w.ratio,
+                          "t_star": w.t_star, "n_points": len(after)}, **kw)

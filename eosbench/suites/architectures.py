@@ -67,10 +67,21 @@ def _task(model: str, loss: str, tag: str, optimizer: OptimizerSpec, *, steps: i
     ))
 
 
+# The central flow's sharpness at 2/lr, read at GD's smoothed iterate (claims/flow.py).
+SMOOTHED_EDGE = ClaimSpec("cf_smoothed_edge", options=options(band=(0.9, 1.1)))
+
+
 def gd(model: str, lr: float, *, loss: str = "mse", claims=(EOS,), steps: int = 1000,
-       description: str = "") -> Task:  # fmt: skip
+       smoothed: bool = False, expect: str = "PASS", description: str = "") -> Task:  # fmt: skip
+    """GD; ``smoothed``: the top 3 eigenvalues, the sharpness at the smoothed iterate and its
+    claim;
+    ``expect``: of every claim (FAIL: a negative control)."""
+    measured = (sharp(25, k=3), MeasurementSpec("smoothed_sharpness", every=25)) if smoothed \
+        else (sharp(25),)
+    claims = tuple(replace(c, expect=expect)
+                   for c in (*claims, *((SMOOTHED_EDGE,) if smoothed else ())))  # fmt: skip
     return _task(model, loss, f"gd/lr={lr:g}", OptimizerSpec(name="sgd", lr=lr), steps=steps,
-                 measurements=(sharp(25),), claims=claims,
+                 measurements=measured, claims=claims,
                  description=description or f"GD, 2/lr = {2 / lr:g}")
 
 
@@ -103,8 +114,8 @@ def eoss(model: str, lr: float, bs: int, steps: int) -> Task:
                              "full-batch sharpness below it")  # fmt: skip
 
 
-def control(model: str, lr: float) -> Task:
-    return gd(model, lr, claims=(replace(EOS, expect="FAIL"),),
+def control(model: str, lr: float, smoothed: bool = False) -> Task:
+    return gd(model, lr, smoothed=smoothed, expect="FAIL",
               description=f"negative control: 2/lr = {2 / lr:g} is not reached in the budget")
 
 
@@ -156,11 +167,21 @@ CNN_TASKS = [
 #   SGD lr 0.004, batch 32, 8,000 steps (seed 0 of a first version of the EoSS task): the
 #   batch sharpness rises only to 100-210 (0.30 x 2/lr = 500 over the second half), the
 #   full-batch sharpness 190-367: far from the edge, so the task runs at lr 0.01 (2/lr = 200).
+#   GD lr 0.001 (2/lr = 2,000; seeds 0-1 of a first version of the control): the sharpness
+#   climbs ~4.5 per step after step 250 (1,058 and 889 at step 250) and crosses 2/lr at steps
+#   450 and 600, so it was no control (results/architectures: PASS x2).  At lr 0.0005 the same
+#   climb in eta t reaches about 2,300 by the last step, 0.6 x 2/lr = 4,000.
+#   The GD tasks at 0.004 and 0.01 (3 seeds each of a first version without the smoothed
+#   iterate): median S/(2/lr) after t* 1.10-1.31 and 1.25-1.40, the iterates' sharpness above
+#   the edge; they now also measure the sharpness at the smoothed iterate (cf_smoothed_edge)
+#   and the top 3 eigenvalues (how many sit at the edge).  GD lr 0.01, 300 steps (seed 0):
+#   S at the smoothed iterate 221-268 over steps 100-300 (1.1-1.3 x 2/lr) while the iterates'
+#   swings 203-310; each measurement 5-8 HVPs and 4-5 s.
 VIT = "vit-w32-d2-p8"
 VIT_TASKS = [
-    gd(VIT, 0.004),
-    gd(VIT, 0.01),
-    control(VIT, 0.001),
+    gd(VIT, 0.004, smoothed=True),
+    gd(VIT, 0.01, smoothed=True),
+    control(VIT, 0.0005, smoothed=True),
     gd(VIT, 0.02, loss="ce", claims=(EOS_CE,)),
     heavy_ball(VIT, 0.0076),
     adam(VIT, 5e-4),
