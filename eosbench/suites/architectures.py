@@ -42,7 +42,7 @@ from ..task import (
 )
 from . import register, sharp, suite
 from .flow import CF2025, CIFAR4
-from .paper import AT_GD_EDGE, COHEN21, COHEN22, EOS, EOS_CE, EOSS, EOSS_CLAIM
+from .specs import AT_GD_EDGE, COHEN21, COHEN22, EOS, EOS_CE, EOSS, EOSS_CLAIM
 
 MODELS = {
     "fc-tanh": ModelSpec(name="fc-tanh"),
@@ -188,7 +188,16 @@ VIT_TASKS = [
     eoss(VIT, 0.01, 32, 8000),
 ]
 
-suite("architectures", [*MLP_TASKS, *CNN_TASKS, *VIT_TASKS],
+ALL_TASKS = [*MLP_TASKS, *CNN_TASKS, *VIT_TASKS]
+# The paper suites hold these tasks too, by the claim each asks: Adam's edge, EoSS, the rest
+# (GD, momentum and their controls) Cohen et al. 2021's.
+FOR_PAPER_SUITES = {
+    "adam-eos": [t for t in ALL_TASKS if t.optimizer.name == "adam"],
+    "eoss": [t for t in ALL_TASKS if t.optimizer.batch_size is not None],
+}
+FOR_PAPER_SUITES["cohen2021"] = [t for t in ALL_TASKS if not any(
+    t in ts for ts in FOR_PAPER_SUITES.values())]
+suite("architectures", ALL_TASKS,
       "the edge of stability for a CNN and a ViT on 1,000 CIFAR-10 images of 4 classes: GD at "
       "two step sizes, heavy ball, Adam, EoSS, with negative controls (CPU, minutes per run)")
 

@@ -26,27 +26,14 @@ from ..task import (
     options,
 )
 from . import Comparison, register, sharp, suite
+from .architectures import FOR_PAPER_SUITES
+from .specs import AT_GD_EDGE, COHEN21, COHEN22, EOS, EOS_CE, EOSS, EOSS_CLAIM
 
 CIFAR1K = DataSpec(name="cifar10", n_train=1000, n_test=1000)
 FC = ModelSpec(name="fc-tanh")
 CNN = ModelSpec(name="cnn-relu")
-COHEN21 = "Cohen et al. 2021 (arXiv:2103.00065v3)"
-COHEN22 = "Cohen et al. 2022, Adaptive Gradient Methods at the Edge of Stability (arXiv:2207.14484)"
-EOSS = "Andreyev & Beneventano (arXiv:2412.20553v3)"
 MEOSS = "Andreyev et al. 2026, momentum EoSS (arXiv:2604.14108)"
 SAM = "Agarwala & Dauphin 2023 (arXiv:2302.08692); Long & Bartlett 2023 (arXiv:2309.12488)"
-
-EOS = ClaimSpec("eos", options=options(band=(0.9, 1.1)))
-# Cross-entropy: the window runs from t* until the training loss has fallen by a factor of 10
-# (Cohen et al.: with cross-entropy the sharpness falls away from 2/eta as the loss goes to zero);
-# the band allows the sharpness to sit "just above" 2/eta by up to 20%, which is where it sits
-# with this network (calibration next to the task below).
-EOS_CE = ClaimSpec("eos", options=options(band=(0.9, 1.2), loss_drop=0.1))
-# Mirror check (a negative control on the same runs, no extra training): for an optimizer whose
-# edge is not plain GD's, the sharpness must NOT hover at 2/lr.  It shows that the band tells the
-# two edges apart.
-AT_GD_EDGE = ClaimSpec("eos", expect="FAIL", options=options(band=(0.9, 1.1), edge="gd"))
-
 
 def gd_task(
     name: str,
@@ -131,9 +118,11 @@ c_hb = gd_task("cifar10-1k/fc-tanh/mse/hb/lr=0.02533,beta=0.9", 3.8 / 150, momen
 c_nag = gd_task("cifar10-1k/fc-tanh/mse/nesterov/lr=0.009048,beta=0.9", 3.8 / 2.8 / 150,
                 momentum=0.9, nesterov=True, claims=(EOS, AT_GD_EDGE),
                 description="Nesterov GD: sharpness hovers at (2+2beta)/((1+2beta)lr) = 150")
-COHEN_SUITE = suite("cohen2021", [c_fc150, c_fc250, c_cnn, c_neg, c_ce3k, c_ce, c_hb, c_nag],
+COHEN_SUITE = suite("cohen2021", [c_fc150, c_fc250, c_cnn, c_neg, c_ce3k, c_ce, c_hb, c_nag,
+                                  *FOR_PAPER_SUITES["cohen2021"]],
                     "Cohen et al. 2021 on cifar10-1k and -3k: EoS for GD (MSE, fc and CNN; "
-                    "cross-entropy) and momentum thresholds, with negative controls")
+                    "cross-entropy) and momentum thresholds, with negative controls; and on "
+                    "1,000 images of 4 classes for the MLP, a CNN and a ViT (architectures)")
 
 
 # --- eoss: SGD batch sharpness (claim 3) ----------------------------------------------------------
@@ -157,7 +146,6 @@ def sgd_task(name: str, lr: float, bs: int, *, momentum=0.0, steps=30000, claims
     ))
 
 
-EOSS_CLAIM = ClaimSpec("eoss", options=options(band=(0.85, 1.15), window=0.5))
 # With 1,000 images the data are fitted (train loss ~1e-4) before the batch sharpness reaches
 # 2/lr: it stops at 0.607-0.643 x 2/lr over the second half (CPU, seeds 0-2).  That is the authors'
 # "training ends before the edge" regime, so this task is a control that must FAIL; the same
@@ -197,7 +185,7 @@ e64_3k = sgd_task("cifar10-3k/fc-tanh/mse/sgd/lr=0.01,bs=64", 0.01, 64, steps=90
                               "2/lr = 200; full-batch sharpness higher than at batch 16")
 _GROWS = "the full-batch sharpness (median over the second half) grows with the batch size"
 EOSS_SUITE = suite(
-    "eoss", [e16, e16_3k, e64_3k, e_neg],
+    "eoss", [e16, e16_3k, e64_3k, e_neg, *FOR_PAPER_SUITES["eoss"]],
     "Edge of stochastic stability on cifar10-1k and -3k: batch sharpness at 2/lr; the "
     "full-batch sharpness below it at batch 16 and growing with the batch size",
     comparisons=(
@@ -280,7 +268,9 @@ a9 = adam_task("cifar10-1k/fc-tanh/mse/adam/lr=0.0002,beta1=0.9", 2e-4, 0.9,
 a5 = adam_task("cifar10-1k/fc-tanh/mse/adam/lr=5e-05,beta1=0.5", 5e-5, 0.5,
                "full-batch Adam, beta1=0.5: preconditioned sharpness at (2+2b1)/((1-b1)lr) = 6/lr",
                rise=0.0)
-ADAM_SUITE = suite("adam-eos", [a9, a5], "Adam at the edge of stability on cifar10-1k")
+ADAM_SUITE = suite("adam-eos", [a9, a5, *FOR_PAPER_SUITES["adam-eos"]],
+                   "Adam at the edge of stability on cifar10-1k, and for a CNN and a ViT on 1,000 "
+                   "images of 4 classes (architectures)")
 
 # --- sam-eos (claim 6) ----------------------------------------------------------------------------
 # Calibration (median sharpness / the edge 153.1 after t*, CPU, seeds 0-2): 1.0081, 1.0082,
