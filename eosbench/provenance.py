@@ -49,6 +49,18 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), or None where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def collect(device: torch.device) -> dict[str, Any]:
     """A flat dict of the software and hardware identity of this process."""
     return {
@@ -60,6 +72,11 @@ def collect(device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "device_name": device_name(device),
         "cpu_threads": torch.get_num_threads(),
+        # CPU runs are bitwise reproducible on one kind of CPU, not across them: torch's
+        # kernels are chosen by the instruction set (AVX2, AVX512, ...), which sets the
+        # order of float sums (scripts/migrate_results.py)
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
         "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),

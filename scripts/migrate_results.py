@@ -13,6 +13,12 @@ several sessions (a run kept in REGEN is reused, a killed one resumes from its c
 of the series-less record when every verdict and measured value is equal, and lists any that
 differ without touching them; once every run of the folder has its series it rewrites the
 folder's tables and figures from the artifact (the README is kept).
+
+The runs are bitwise reproducible on one machine, not across CPUs: a run regenerated on
+another x86-64 CPU can differ in the last bits of a float32 sum, which the edge of stability's
+oscillation amplifies.  ``merge --same-verdicts`` also accepts a regenerated run whose every
+verdict is the recorded one while a measured value differs, and prints each such difference
+(old -> new, relative change), for the folder's README to record.
 """
 
 from __future__ import annotations
@@ -52,7 +58,15 @@ def regenerate(folder: Path, regen: Path, only: list[str]) -> None:
         print(f"[{i + 1}/{len(todo)}] {r.id}: {rdir}", flush=True)
 
 
-def merge(folder: Path, regen: Path) -> int:
+def _changed(o, now: dict, same_verdicts: bool) -> bool:
+    """Whether the recorded verdict ``o`` is not what the claims give now (``now``: by claim);
+    with ``same_verdicts`` a measured value may differ."""
+    if o.claim not in now or o.verdict != now[o.claim].verdict:
+        return True
+    return not same_verdicts and o.measured != now[o.claim].measured
+
+
+def merge(folder: Path, regen: Path, same_verdicts: bool = False) -> int:
     done = {}
     for rdir in store.find_runs([regen / folder.name]):
         meta = store.read_run_json(rdir)
@@ -70,9 +84,13 @@ def merge(folder: Path, regen: Path) -> int:
         bad = [f"{o.claim}: {o.verdict} {o.measured!r} -> " + (
                    f"{now[o.claim].verdict} {now[o.claim].measured!r}" if o.claim in now
                    else "no such claim now")
-               for o in old.verdicts
-               if o.claim not in now or (o.verdict, o.measured) != (now[o.claim].verdict,
-                                                                   now[o.claim].measured)]  # fmt: skip
+               for o in old.verdicts if _changed(o, now, same_verdicts)]  # fmt: skip
+        for o in old.verdicts if same_verdicts and not bad else ():
+            m = now[o.claim].measured
+            if m != o.measured:
+                rel = f" ({m / o.measured - 1:+.2e})" if o.measured and m is not None else ""
+                print(f"  {old.id} {o.claim}: {o.verdict} both; measured {o.measured!r} -> "
+                      f"{m!r}{rel}")
         added = [v.claim for v in verdicts if v.claim not in {o.claim for o in old.verdicts}]
         if added:
             print(f"  {old.id}: claims judged now but not recorded: {', '.join(added)}")
@@ -111,11 +129,14 @@ def main() -> int:
     p.add_argument("folder", type=Path)
     p.add_argument("regen", type=Path)
     p.add_argument("--only", nargs="*", default=[], help="run ids containing one of these")
+    p.add_argument("--same-verdicts", action="store_true",
+                   help="merge: accept a run whose verdicts are the recorded ones while a "
+                        "measured value differs (regenerated on another CPU); print each")
     a = p.parse_args()
     if a.action == "run":
         regenerate(a.folder, a.regen, a.only)
         return 0
-    return merge(a.folder, a.regen)
+    return merge(a.folder, a.regen, a.same_verdicts)
 
 
 if __name__ == "__main__":
