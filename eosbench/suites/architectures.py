@@ -15,7 +15,10 @@ full data), MSE against one-hot targets unless named ``ce``.
   and 8x8 patches (16 tokens and the class token): 32,356 parameters, a gradient in 0.19 s.
 
 ``fc-tanh``, Cohen et al. 2021's fully-connected network, runs GD on the same images for
-comparison.  Per architecture: GD at two step sizes, a step too small for the budget (negative control),
+comparison.  The paper suites hold these tasks too (``FOR_PAPER_SUITES``): ``adam-eos`` the
+Adam ones, ``eoss`` the SGD ones, ``cohen2021`` the rest.  The ViT's GD tasks also measure the
+top 3 eigenvalues and the sharpness at GD's smoothed iterate, the central flow's point
+(``cf_smoothed_edge``, :mod:`eosbench.claims.flow`).  Per architecture: GD at two step sizes, a step too small for the budget (negative control),
 heavy-ball momentum at the same threshold as the first GD task (with the mirror check at
 plain GD's 2/lr, which must FAIL), full-batch Adam (preconditioned sharpness) and SGD's batch
 sharpness (EoSS).  Pilots (seed 0, CPU, overrides of these tasks) are in the comments below

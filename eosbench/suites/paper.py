@@ -6,6 +6,9 @@ subset; exact in the offline copy of this project) and the first 1,000 test imag
 standardized with the training subset's statistics; MSE targets one-hot.  Where the full
 data set is present, ``--set data.n_train=5000`` gives Cohen et al.'s ``cifar10-5k``.
 
+``cohen2021``, ``eoss`` and ``adam-eos`` also hold the ``architectures`` suite's tasks on 1,000
+images of 4 classes (the MLP, a CNN and a ViT; :mod:`.architectures`).
+
 Step sizes are written as thresholds in the names' comments (``lr = 2/T`` for GD).  Each
 task states the verdicts it expects; the verdicts measured on a GPU, with 3 seeds, are in
 ``results/`` with their provenance.
