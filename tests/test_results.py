@@ -81,9 +81,25 @@ def test_tables_and_verdicts_agree_on_every_run(folder):
 
 
 @pytest.mark.slow
+def _this_cpu(run) -> bool:
+    """Whether ``run`` was recorded on this kind of CPU (model and torch's CPU capability; a
+    run recorded before provenance named them is taken to be from another)."""
+    import torch
+
+    from eosbench.provenance import cpu_model
+
+    p = run.provenance or {}
+    here = (cpu_model(), torch.backends.cpu.get_cpu_capability())
+    return (p.get("cpu_model"), p.get("cpu_capability")) == here
+
+
 def test_the_smoke_suite_regenerates_its_committed_series(tmp_path):
     """Golden: seed 0 of every smoke task, re-run here, gives the committed series bitwise
-    (every recorded key but the timings) and the committed verdicts."""
+    (every recorded key but the timings) and the committed verdicts, on the kind of CPU that
+    recorded them.  On another kind a float32 sum's last bits differ and the edge's
+    oscillation amplifies them (seen: the smoke measurements move by up to 1.3%), so there the
+    test asks what does not hang on them: the same keys and steps, the first record (the
+    untrained network) to 1e-3 relative (the eigensolver's tolerance), and every verdict."""
     from eosbench.runner import RunOptions, run_many
     from eosbench.store import load_run
     from eosbench.suites import SUITES, TASKS
@@ -97,7 +113,16 @@ def test_the_smoke_suite_regenerates_its_committed_series(tmp_path):
         keys = [k for k in old.keys if not k.endswith("_seconds")]
         assert [k for k in new.keys if not k.endswith("_seconds")] == keys
         assert (new.series.steps == old.series.steps).all()
+        if _this_cpu(old):
+            for k in keys:
+                a, b = new.series.columns[k], old.series.columns[k]
+                assert ((a == b) | (pd.isna(a) & pd.isna(b))).all(), (new.task.name, k)
+            assert _same([v.to_dict() for v in check(new)], [v.to_dict() for v in old.verdicts])
+            continue
         for k in keys:
-            a, b = new.series.columns[k], old.series.columns[k]
-            assert ((a == b) | (pd.isna(a) & pd.isna(b))).all(), (new.task.name, k)
-        assert _same([v.to_dict() for v in check(new)], [v.to_dict() for v in old.verdicts])
+            if k.endswith(("_hvps", "_residual")):
+                continue  # counts and residuals of a solve that stopped at its tolerance
+            a, b = new.series.columns[k][0], old.series.columns[k][0]
+            assert (pd.isna(a) and pd.isna(b)) or math.isclose(a, b, rel_tol=1e-3), (k, a, b)
+        assert [(v.claim, v.verdict) for v in check(new)] == [
+            (v.claim, v.verdict) for v in old.verdicts], new.task.name
