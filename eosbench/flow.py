@@ -402,8 +402,11 @@ def smoothed_sharpness(tol: float = 1e-3, max_products: int = 500) -> Measuremen
     GD's period-2 oscillation along the top eigenvector cancels in it, so where the iterates'
     own sharpness is lifted by the oscillation (:math:`S(w + xu) \approx S(w) +
     \tfrac12 x^2\,u^\top\nabla^2 S\,u` for :math:`\nabla S\cdot u = 0`), this one reads
-    the flow's, which the central flow pins at :math:`2/\eta`.  Needs plain GD (``sgd``,
-    full batch, no momentum or weight decay, constant step).
+    the flow's, which the central flow pins at :math:`2/\eta`.  With several eigenvalues at
+    the edge GD's oscillation is not one period-2 cycle and the average need not reach the
+    flow's point (``results/architectures``: the ViT's stays at 1.09-1.21 x :math:`2/\eta`
+    with 2-3 eigenvalues there).  Needs plain GD (``sgd``, full batch, no momentum or weight
+    decay, constant step).
 
     Recorded at step ``t`` (the parameters before that step's update are :math:`w_t`),
     centered on ``t + 1``: the measurement takes GD's next two iterates itself (two
