@@ -305,22 +305,13 @@ from .measure import (  # noqa: E402
     MEASUREMENTS,
     Context,
     Measurement,
-    _needs_hessian,
+    _needs_plain_gd,
     _operator,
-    _plain_gd,
     _top,
 )
 from .task import Task  # noqa: E402
 
 _begin = start  # central_flow's option ``start`` shadows this module's start() inside it
-
-
-def _needs_plain_gd(name: str, task: Task, spec) -> None:
-    _needs_hessian(task, spec)
-    why = _plain_gd(task)
-    if why is not None:
-        raise ValueError(f"{name} needs plain GD (it follows GD's own iterates); this task "
-                         f"has {why}")
 
 
 @MEASUREMENTS.register("central_flow")
@@ -390,8 +381,6 @@ def central_flow(
 
     measure.check = check
     return measure
-
-
 
 
 @MEASUREMENTS.register("smoothed_sharpness")

@@ -78,6 +78,20 @@ def _needs_hessian(task: Task, spec) -> None:
                          "has none here (its gradient is a first-order implicit hook)")  # fmt: skip
 
 
+def _needs_plain_gd(name: str, task: Task, spec) -> None:
+    """The check of a measurement that follows GD's own iterates: the Hessian's, and plain
+    constant-step full-batch GD (``sgd``, no momentum or weight decay)."""
+    from .optim import departures
+
+    _needs_hessian(task, spec)
+    o = task.optimizer
+    why = (f"optimizer {o.name!r} with batch_size={o.batch_size}"
+           if o.name != "sgd" or o.batch_size is not None else ", ".join(departures(task)))
+    if why:
+        raise ValueError(f"{name} needs plain GD (it follows GD's own iterates); this task "
+                         f"has {why}")
+
+
 def _curvature(measure: Measurement) -> Measurement:
     measure.check = _needs_hessian
     return measure
@@ -376,16 +390,6 @@ def ntk_trace(memory_mb: int = 8) -> Measurement:
 
     measure.check = check
     return measure
-
-
-def _plain_gd(task: Task) -> str | None:
-    """Why ``task``'s optimizer is not plain constant-step full-batch GD, or None."""
-    from .optim import departures
-
-    o = task.optimizer
-    if o.name != "sgd" or o.batch_size is not None:
-        return f"optimizer {o.name!r} with batch_size={o.batch_size}"
-    return ", ".join(departures(task)) or None
 
 
 @MEASUREMENTS.register("linear2_state")

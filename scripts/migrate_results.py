@@ -85,12 +85,12 @@ def merge(folder: Path, regen: Path, same_verdicts: bool = False) -> int:
                    f"{now[o.claim].verdict} {now[o.claim].measured!r}" if o.claim in now
                    else "no such claim now")
                for o in old.verdicts if _changed(o, now, same_verdicts)]  # fmt: skip
-        for o in old.verdicts if same_verdicts and not bad else ():
-            m = now[o.claim].measured
-            if m != o.measured:
-                rel = f" ({m / o.measured - 1:+.2e})" if o.measured and m is not None else ""
-                print(f"  {old.id} {o.claim}: {o.verdict} both; measured {o.measured!r} -> "
-                      f"{m!r}{rel}")
+        moved = [(o, now[o.claim].measured) for o in old.verdicts
+                 if not bad and now[o.claim].measured != o.measured]  # only with same_verdicts
+        for o, m in moved:
+            rel = f" ({m / o.measured - 1:+.2e})" if o.measured and m is not None else ""
+            print(f"  {old.id} {o.claim}: {o.verdict} both; measured {o.measured!r} -> "
+                  f"{m!r}{rel}")
         added = [v.claim for v in verdicts if v.claim not in {o.claim for o in old.verdicts}]
         if added:
             print(f"  {old.id}: claims judged now but not recorded: {', '.join(added)}")

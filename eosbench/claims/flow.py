@@ -48,7 +48,6 @@ import numpy as np
 from ..record import Run
 from ..task import Task
 from . import CLAIMS, Verdict, fail
-from .eos import edge_window
 
 CITATION = "Cohen et al. 2025 (arXiv:2410.24206v2); Damian et al. 2023 (arXiv:2209.15594v2)"
 FLOWS = ("central", "gradient")
@@ -60,12 +59,8 @@ def _name(claim: str, flow: str) -> str:
     return claim if flow == "central" else f"{claim}[gradient flow]"
 
 
-def _phase(run: Run, task: Task, window: tuple[float, float]
-           ) -> tuple[int, float, float] | str:  # fmt: skip
-    """(t*, lo, hi) of the edge phase, or why there is none."""
-    lo_f, hi_f = window
-    if not 0 <= lo_f < hi_f <= 1:
-        raise ValueError(f"window must satisfy 0 <= lo < hi <= 1, got {window}")
+def _gd_t_star(run: Run, task: Task) -> int | str:
+    """GD's t*, its first measured step with sharpness >= 2/lr, or why there is none."""
     if run.status == "diverged":
         return f"the run diverged at step {run.diverged_at}"
     T = 2.0 / task.optimizer.lr
@@ -74,9 +69,21 @@ def _phase(run: Run, task: Task, window: tuple[float, float]
     if len(reached) == 0:
         top = f"max {q.max():.4g}" if len(q) else "never measured"
         return f"GD's sharpness never reached 2/lr={T:.4g} ({top})"
+    return int(reached[0])
+
+
+def _phase(run: Run, task: Task, window: tuple[float, float]
+           ) -> tuple[int, float, float] | str:  # fmt: skip
+    """(t*, lo, hi) of the edge phase, or why there is none."""
+    lo_f, hi_f = window
+    if not 0 <= lo_f < hi_f <= 1:
+        raise ValueError(f"window must satisfy 0 <= lo < hi <= 1, got {window}")
+    t_star = _gd_t_star(run, task)
+    if isinstance(t_star, str):
+        return t_star
     if run.values("cf_loss")[0].size == 0:
         return "the central flow was never started (no central_flow series)"
-    t_star, end = int(reached[0]), run.last_step
+    end = run.last_step
     return t_star, t_star + lo_f * (end - t_star), t_star + hi_f * (end - t_star)
 
 
@@ -250,25 +257,23 @@ def cf_smoothed_edge(run: Run, task: Task, band: tuple[float, float] = (0.9, 1.1
     T = 2.0 / task.optimizer.lr
     tol = f"median smoothed_sharpness/T in [{band[0]}, {band[1]}] from GD's t*"
     kw = dict(target=T, tolerance=tol, citation=CITATION)
-    if run.status == "diverged":
-        return fail(name, f"the run diverged at step {run.diverged_at}", "diverged", **kw)
+    t_star = _gd_t_star(run, task)
+    if isinstance(t_star, str):
+        why = "diverged" if run.status == "diverged" else "never_reached"
+        return fail(name, t_star, why, **kw)
     steps, q = run.values("sharpness")
-    w = edge_window(run, T, "sharpness", min_points=1)
-    if w is None:
-        top = f"max {q.max():.4g}" if len(q) else "never measured"
-        return fail(name, f"GD's sharpness never reached 2/lr={T:.4g} ({top})",
-                    "never_reached", **kw)
+    iterate = float(np.median(q[steps >= t_star] / T))
     s, v = run.values("smoothed_sharpness")
-    after = v[s >= w.t_star] / T
+    after = v[s >= t_star] / T
     if len(after) < min_points:
-        return fail(name, f"{len(after)} smoothed-iterate measurements after t*={w.t_star} "
+        return fail(name, f"{len(after)} smoothed-iterate measurements after t*={t_star} "
                     f"(need {min_points})", "too_few_points", **kw)
     ratio = float(np.median(after))
     hovers = band[0] <= ratio <= band[1]
-    detail = (f"t*={w.t_star}; median S(smoothed iterate)/T = {ratio:.4f} over {len(after)} "
+    detail = (f"t*={t_star}; median S(smoothed iterate)/T = {ratio:.4f} over {len(after)} "
               f"points (hover {'ok' if hovers else 'NO'}), range [{after.min():.3f}, "
               f"{after.max():.3f}]; the iterates' own median S/T over the same span "
-              f"{w.ratio:.4f}")
+              f"{iterate:.4f}")
     return Verdict(name, "PASS" if hovers else "FAIL", measured=ratio * T, detail=detail,
-                   parts={"hovers": hovers, "ratio": ratio, "iterate_ratio": w.ratio,
-                          "t_star": w.t_star, "n_points": len(after)}, **kw)
+                   parts={"hovers": hovers, "ratio": ratio, "iterate_ratio": iterate,
+                          "t_star": t_star, "n_points": len(after)}, **kw)

@@ -16,14 +16,15 @@ full data), MSE against one-hot targets unless named ``ce``.
 
 ``fc-tanh``, Cohen et al. 2021's fully-connected network, runs GD on the same images for
 comparison.  The paper suites hold these tasks too (``FOR_PAPER_SUITES``): ``adam-eos`` the
-Adam ones, ``eoss`` the SGD ones, ``cohen2021`` the rest.  The ViT's GD tasks also measure the
-top 3 eigenvalues and the sharpness at GD's smoothed iterate, the central flow's point
-(``cf_smoothed_edge``, :mod:`eosbench.claims.flow`).  Per architecture: GD at two step sizes, a step too small for the budget (negative control),
-heavy-ball momentum at the same threshold as the first GD task (with the mirror check at
-plain GD's 2/lr, which must FAIL), full-batch Adam (preconditioned sharpness) and SGD's batch
-sharpness (EoSS).  Pilots (seed 0, CPU, overrides of these tasks) are in the comments below
-and in ``results/README.md``.  The bands are the MLP's calibrated ones, set before any seed of
-these tasks ran; **they are not yet calibrated on these architectures** (3 seeds each).
+Adam ones, ``eoss`` the SGD ones, ``cohen2021`` the rest.  Per architecture: GD at two step
+sizes, a step too small for the budget (negative control), heavy-ball momentum at the same
+threshold as the first GD task (with the mirror check at plain GD's 2/lr, which must FAIL),
+full-batch Adam (preconditioned sharpness) and SGD's batch sharpness (EoSS).  The ViT's GD
+tasks also measure the top 3 eigenvalues and the sharpness at GD's smoothed iterate, the
+central flow's point (``cf_smoothed_edge``, :mod:`eosbench.claims.flow`).  Pilots (seed 0,
+CPU, overrides of these tasks) are in the comments below and in ``results/README.md``.  The
+bands are the MLP's calibrated ones, set before any seed of these tasks ran and not changed
+after; the values of the 3 seeds of every task are in ``results/architectures/README.md``.
 
 ``architectures-gpu`` keeps the papers' own sizes registered for the GPU, uncalibrated: the
 32-channel CNN and the default ViT (width 192, 6 blocks, 4x4 patches) at Cohen et al.
@@ -77,8 +78,7 @@ SMOOTHED_EDGE = ClaimSpec("cf_smoothed_edge", options=options(band=(0.9, 1.1)))
 def gd(model: str, lr: float, *, loss: str = "mse", claims=(EOS,), steps: int = 1000,
        smoothed: bool = False, expect: str = "PASS", description: str = "") -> Task:  # fmt: skip
     """GD; ``smoothed``: the top 3 eigenvalues, the sharpness at the smoothed iterate and its
-    claim;
-    ``expect``: of every claim (FAIL: a negative control)."""
+    claim; ``expect``: of every claim (FAIL: a negative control)."""
     measured = (sharp(25, k=3), MeasurementSpec("smoothed_sharpness", every=25)) if smoothed \
         else (sharp(25),)
     claims = tuple(replace(c, expect=expect)
