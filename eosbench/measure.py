@@ -97,7 +97,21 @@ def _curvature(measure: Measurement) -> Measurement:
     return measure
 
 
-def _top(ctx: Context, key: str, op, k: int, tol: float, max_products: int) -> dict[str, float]:
+def _solver_options(bound: str, spare: int) -> None:
+    """The check of the eigensolver options a measurement passes through (a bad one is
+    refused when the task is built)."""
+    if bound not in ("residual", "gap"):
+        raise ValueError(f"bound={bound!r}: expected 'residual' or 'gap'")
+    if isinstance(spare, bool) or not isinstance(spare, int) or spare < 0:
+        raise ValueError(f"spare={spare!r}: expected a non-negative integer")
+
+
+def _top(ctx: Context, key: str, op, k: int, tol: float, max_products: int,
+         bound: str = "residual", spare: int = 0) -> dict[str, float]:  # fmt: skip
+    """The top ``k`` eigenvalues of ``op``, warm-started from the vectors this measurement
+    kept last time (the top ``k`` and ``spare`` next Ritz vectors); with ``bound="gap"`` the
+    error bound of each value is recorded as ``<key>_error`` (relative, the largest of the
+    ``k``; :mod:`eosbench.curvature.eigen`, *Stopping*)."""
     from .curvature import top_eigenpairs
 
     t0 = time.perf_counter()
@@ -108,14 +122,19 @@ def _top(ctx: Context, key: str, op, k: int, tol: float, max_products: int) -> d
         max_products=max_products,
         init=ctx.cache.get(key),
         generator=ctx.generator,
+        bound=bound,
+        spare=spare,
     )
-    ctx.cache[key] = res.eigenvectors.detach()
+    vectors = res.eigenvectors if res.spare is None else torch.cat([res.eigenvectors, res.spare], 1)
+    ctx.cache[key] = vectors.detach()
     out = {
         key: float(res.eigenvalues[0]),
         f"{key}_residual": float(res.residuals.max()),
         f"{key}_hvps": float(res.n_products),
         f"{key}_seconds": time.perf_counter() - t0,
     }
+    if bound == "gap":
+        out[f"{key}_error"] = float(res.errors.max())
     for i in range(1, k):
         out[f"{key}_eig{i + 1}"] = float(res.eigenvalues[i])
     return out
@@ -124,15 +143,19 @@ def _top(ctx: Context, key: str, op, k: int, tol: float, max_products: int) -> d
 @MEASUREMENTS.register("sharpness")
 def sharpness(
     k: int = 1, tol: float = 1e-3, max_products: int = 500, n_examples: int | None = None,
-    split: bool = False,
+    split: bool = False, bound: str = "residual", spare: int = 0,
 ) -> Measurement:
     r"""Top-``k`` eigenvalues of the full-batch training-loss Hessian :math:`\lambda_{\max}(H)`
     (of the loss over the first ``n_examples`` training examples, if given: a cheaper,
     fixed-subset estimate for large training sets).
 
-    Warm-started from the previous measurement's eigenvectors; stops when every
-    relative residual :math:`\lVert Hv-\lambda v\rVert/|\lambda|` is at most ``tol``.
-    Cost: typically a few HVPs warm, tens cold; at most ``max_products``.
+    Warm-started from the previous measurement's eigenvectors (and its ``spare`` next Ritz
+    vectors); stops when every relative error bound is at most ``tol``: the relative residual
+    :math:`\lVert Hv-\lambda v\rVert/|\lambda|` (``bound="residual"``), or the residual
+    squared over the Ritz-value gap (``bound="gap"``, recorded as ``sharpness_error``; the
+    two, and what each costs at the edge, in :mod:`eosbench.curvature.eigen` and
+    ``benchmarks/bench_edge.py``).  Cost: typically a few HVPs warm, tens cold; at most
+    ``max_products``.
 
     ``split``: also the Hessian's two parts :math:`H = G + N` (Dauphin, Agarwala & Mobahi,
     arXiv:2401.10809v2: :math:`G = J^\top H_\ell J` the Gauss-Newton matrix, PSD for a
@@ -147,22 +170,25 @@ def sharpness(
     """
     if not isinstance(split, bool):
         raise ValueError(f"split={split!r}: expected true or false")
+    _solver_options(bound, spare)
 
     def measure(ctx: Context) -> dict[str, float]:
-        out = _top(ctx, "sharpness", _operator(ctx, None, n_examples), k, tol, max_products)
+        out = _top(ctx, "sharpness", _operator(ctx, None, n_examples), k, tol, max_products,
+                   bound, spare)  # fmt: skip
         if split:
-            out.update(_split(ctx, out["sharpness"], n_examples, tol, max_products))
+            out.update(_split(ctx, out["sharpness"], n_examples, tol, max_products, bound,
+                              spare))  # fmt: skip
         return out
 
     return _curvature(measure)
 
 
 def _split(ctx: Context, top: float, n_examples: int | None, tol: float,
-           max_products: int) -> dict[str, float]:  # fmt: skip
+           max_products: int, bound: str, spare: int) -> dict[str, float]:  # fmt: skip
     """The Gauss-Newton and NME parts of the sharpness (:func:`sharpness` with ``split``)."""
     t0 = time.perf_counter()
     ggn = _operator(ctx, None, n_examples, kind="ggn")
-    out = _top(ctx, "sharpness_gn", ggn, 1, tol, max_products)
+    out = _top(ctx, "sharpness_gn", ggn, 1, tol, max_products, bound, spare)
     v = ctx.cache["sharpness"][:, 0]
     nme = top - float(v @ ggn.matvec(v))
     out.update(sharpness_nme=nme, sharpness_nme_share=nme / top if top else math.nan,
@@ -172,19 +198,23 @@ def _split(ctx: Context, top: float, n_examples: int | None, tol: float,
 
 
 @MEASUREMENTS.register("preconditioned_sharpness")
-def preconditioned_sharpness(k: int = 1, tol: float = 1e-3, max_products: int = 500) -> Measurement:
+def preconditioned_sharpness(k: int = 1, tol: float = 1e-3, max_products: int = 500,
+                             bound: str = "residual", spare: int = 0) -> Measurement:  # fmt: skip
     r""":math:`\lambda_{\max}(P^{-1}H)` for an adaptive method's current diagonal
     preconditioner :math:`P` (Cohen et al. 2022), measured as the top eigenvalue of
     the symmetric :math:`P^{-1/2} H P^{-1/2}`.  Before the first step (no
-    preconditioner yet) nothing is recorded.  Cost as :func:`sharpness`.
+    preconditioner yet) nothing is recorded.  Options and cost as :func:`sharpness`.
     """
     from .optim import preconditioner
+
+    _solver_options(bound, spare)
 
     def measure(ctx: Context) -> dict[str, float]:
         p = preconditioner(ctx.optimizer)
         if p is None:
             return {}
-        return _top(ctx, "preconditioned_sharpness", _operator(ctx, p), k, tol, max_products)
+        return _top(ctx, "preconditioned_sharpness", _operator(ctx, p), k, tol, max_products,
+                    bound, spare)  # fmt: skip
 
     return _curvature(measure)
 

@@ -328,10 +328,49 @@ def _model_option(model: ModelSpec, name: str, text: str) -> ModelSpec:
     return replace(model, options=options(**{**dict(model.options), name: value}))
 
 
+def _measurement_option(task: Task, name: str, option: str, text: str) -> Task:
+    """``task`` with option ``option`` of its measurement ``name`` (``every``, or a keyword of
+    the measurement's factory) set from ``text``, parsed as the type of the default; a value
+    equal to the factory's default is dropped, as a task written by hand leaves it out."""
+    import inspect
+
+    from .measure import MEASUREMENTS
+
+    key = f"measurements.{name}.{option}"
+    mine = [m for m in task.measurements if m.name == name]
+    if not mine:
+        have = ", ".join(m.name for m in task.measurements) or "none"
+        raise OverrideError(f"unknown override key {key!r}: the task has no measurement "
+                            f"{name!r} (it has: {have})")  # fmt: skip
+    if option == "every":
+        every = parse_value(text, (int,), key)
+        if every < 1:
+            raise OverrideError(f"override {key}={text!r}: expected a positive integer")
+        new = {id(m): replace(m, every=every) for m in mine}
+    else:
+        params = inspect.signature(MEASUREMENTS.get(name)).parameters
+        known = {n: p.default for n, p in params.items() if p.default is not p.empty}
+        if option not in known:
+            raise OverrideError(f"unknown override key {key!r}: measurement {name!r} has no "
+                                f"option {option!r}{suggest(option, [*known, 'every'])}")
+        default = known[option]
+        allowed = ((int, float, str, bool, type(None)) if default is None
+                   else (int, float) if type(default) is float else (type(default),))
+        value = parse_value(text, allowed, key)
+        value = float(value) if type(default) is float else value
+        same = type(value) is type(default) and value == default
+        new = {id(m): replace(m, options=options(**{
+            **{k: v for k, v in m.options if k != option}, **({} if same else {option: value})}))
+            for m in mine}  # fmt: skip
+    return replace(task, measurements=tuple(new.get(id(m), m) for m in task.measurements))
+
+
 def apply_overrides(task: Task, overrides: list[str] | tuple[str, ...]) -> Task:
     """Apply ``KEY=VALUE`` overrides with dotted keys, checking keys and types.
 
-    ``seed=N`` restricts the task to that one seed.  Raises :class:`OverrideError`.
+    ``seed=N`` restricts the task to that one seed; ``measurements.NAME.OPTION`` sets an
+    option of the task's measurement ``NAME`` (``every`` or a keyword of its factory, e.g.
+    ``measurements.sharpness.bound=gap``).  Raises :class:`OverrideError`.
     """
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -343,6 +382,12 @@ def apply_overrides(task: Task, overrides: list[str] | tuple[str, ...]) -> Task:
             task = replace(task, seeds=seeds)
             continue
         head, _, attr = key.partition(".")
+        if head == "measurements":
+            name, _, option = attr.partition(".")
+            if not name or not option:
+                raise OverrideError(f"override key {key!r}: expected measurements.NAME.OPTION")
+            task = _measurement_option(task, name, option, value)
+            continue
         if head == "model" and attr.startswith("options."):
             task = replace(task, model=_model_option(task.model, attr[len("options."):], value))
             continue
@@ -352,7 +397,7 @@ def apply_overrides(task: Task, overrides: list[str] | tuple[str, ...]) -> Task:
         cls = _SPEC_FIELDS.get(head)
         if cls is None or not attr:
             valid = [f"{h}.{f.name}" for h, c in _SPEC_FIELDS.items() for f in fields(c)]
-            valid += ["loss", "seed"]
+            valid += ["loss", "seed", "measurements.NAME.OPTION"]
             raise OverrideError(f"unknown override key {key!r}{suggest(key, valid)}")
         names = [f.name for f in fields(cls)]
         if attr not in names:

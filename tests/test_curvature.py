@@ -321,6 +321,48 @@ def test_warm_start_pads_missing_columns_and_small_dimensions_are_exact():
     assert res.n_products <= 4  # never more than the dimension
 
 
+@pytest.mark.parametrize("name", ["decaying", "edge cluster"])
+def test_gap_bound_holds_at_every_stage_and_stops_sooner(name):
+    """At every budget (each an intermediate Rayleigh-Ritz state) whose Ritz values have
+    found their eigenvalues (the nearest eigenvalue to theta_i is lambda_i: the assumption the
+    bound states) the true eigenvalue lies in [theta, theta (1 + error bound)], for a decaying
+    spectrum and for the cluster at the top
+    that the Hessian has at the edge of stability (1.00, 0.99, 0.97 of the top, then a gap),
+    where the safeguard must fall back to the residual; stopping on the gap bound delivers the
+    requested accuracy in fewer products than stopping on the residual."""
+    lam = spectrum()
+    if name == "edge cluster":
+        lam[1:3] = torch.tensor([0.99, 0.97], dtype=torch.float64) * lam[0]
+    lam, _ = lam.sort(descending=True)
+    op, _ = quadratic(lam)
+    checked = 0
+    for k in (1, 3):
+        for budget in range(k, 60):
+            res = top_eigenpairs(op, k, tol=1e-14, max_products=budget, bound="gap",
+                                 generator=torch.Generator().manual_seed(1))
+            miss = (lam[:k] - res.eigenvalues) / res.eigenvalues.abs()
+            assert bool((miss >= -1e-12).all()), (k, budget)  # Ritz values never overshoot
+            found = (res.eigenvalues[:, None] - lam).abs().argmin(1) == torch.arange(k)
+            checked += int(found.sum())
+            assert bool((miss[found] <= res.errors[found] * (1 + 1e-9) + 1e-12).all()), (
+                k, budget, miss)
+            assert bool((res.errors <= res.residuals * (1 + 1e-12)).all())
+        runs = {b: top_eigenpairs(op, k, tol=1e-6, bound=b,
+                                  generator=torch.Generator().manual_seed(1))
+                for b in ("residual", "gap")}  # fmt: skip
+        gap = runs["gap"]
+        assert gap.converged and bool((gap.errors <= 1e-6).all())
+        torch.testing.assert_close(gap.eigenvalues, lam[:k], rtol=1e-6, atol=0)
+        assert gap.n_products < runs["residual"].n_products
+    assert checked >= 100  # most stages were checked
+
+
+def test_unknown_bound_is_refused():
+    op, _ = quadratic(spectrum(20))
+    with pytest.raises(ValueError, match="bound='tight'"):
+        top_eigenpairs(op, 1, bound="tight")
+
+
 def test_budget_exhaustion_reports_not_converged():
     op, _ = quadratic(spectrum())
     res = top_eigenpairs(op, 1, tol=1e-12, max_products=5,
@@ -488,3 +530,38 @@ def test_ntk_trace_measurement_refuses_batchnorm_and_bad_options():
                 measurements=(MeasurementSpec("ntk_trace", every=10),))  # fmt: skip
     with pytest.raises(UserError, match="BatchNorm"):
         build_measurements(task)
+
+
+@pytest.mark.parametrize("arch,loss", CASES, ids=IDS)
+def test_sharpness_gap_bound_and_spare_vectors_against_the_dense_hessian(arch, loss):
+    """``sharpness`` with ``bound="gap"`` and ``spare``: the top 2 eigenvalues within the
+    recorded error bound of the dense Hessian's, the bound recorded, and the warm start kept
+    as the top 2 and the 2 next Ritz vectors; a second call at the same parameters starts
+    from them and needs no more than their products plus one expansion."""
+    from eosbench.measure import MEASUREMENTS
+
+    model, x, y = problem(arch)
+    lam = torch.linalg.eigvalsh(dense_hessian(model, loss[1], x, y)).flip(0)
+    m = MEASUREMENTS.get("sharpness")(k=2, tol=1e-6, bound="gap", spare=2)
+    ctx = _split_ctx(model, loss[1], x, y)
+    out = m(ctx)
+    assert ctx.cache["sharpness"].shape[1] == 4
+    top, second = out["sharpness"], out["sharpness_eig2"]
+    assert 0 < out["sharpness_error"] <= 1e-6
+    for got, want in ((top, lam[0]), (second, lam[1])):
+        assert float(want) - got >= -1e-9 * abs(got)  # a Ritz value never overshoots
+        assert float(want) - got <= (out["sharpness_error"] + 1e-9) * abs(got)
+    again = m(ctx)
+    assert again["sharpness_hvps"] <= 4 + 2
+    assert again["sharpness"] == pytest.approx(top, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["sharpness", "preconditioned_sharpness"])
+@pytest.mark.parametrize("option,message", [({"bound": "tight"}, "bound='tight'"),
+                                            ({"spare": -1}, "spare=-1"),
+                                            ({"spare": True}, "spare=True")])  # fmt: skip
+def test_eigensolver_options_are_refused_when_bad(name, option, message):
+    from eosbench.measure import MEASUREMENTS
+
+    with pytest.raises(ValueError, match=message):
+        MEASUREMENTS.get(name)(**option)

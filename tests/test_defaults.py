@@ -95,8 +95,10 @@ SPEC_DEFAULTS = {
 # build_measurements calls MEASUREMENTS.get(spec.name)(**dict(spec.options)): an option
 # left out takes the factory's keyword default
 MEASUREMENT_DEFAULTS = {
-    "sharpness": {"k": 1, "tol": 1e-3, "max_products": 500, "n_examples": None, "split": False},
-    "preconditioned_sharpness": {"k": 1, "tol": 1e-3, "max_products": 500},
+    "sharpness": {"k": 1, "tol": 1e-3, "max_products": 500, "n_examples": None, "split": False,
+                  "bound": "residual", "spare": 0},
+    "preconditioned_sharpness": {"k": 1, "tol": 1e-3, "max_products": 500, "bound": "residual",
+                                 "spare": 0},
     "batch_sharpness": {
         "batch_size": None,  # None: the task's optimizer.batch_size
         "rel_se": 0.05,

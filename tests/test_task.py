@@ -69,6 +69,47 @@ def test_bad_overrides_are_user_errors(bad, message):
         apply_overrides(Task("x"), [bad])
 
 
+def test_measurement_overrides_set_options_and_drop_defaults():
+    """``measurements.NAME.OPTION``: typed like the factory's default, the cadence too; a value
+    equal to the default leaves the options (and so the hash) as a hand-written task has
+    them; the other measurements are untouched."""
+    from eosbench.task import MeasurementSpec
+
+    t = Task("x", measurements=(MeasurementSpec("sharpness", 20, options(split=True)),
+                                MeasurementSpec("trace", 100)))  # fmt: skip
+    u = apply_overrides(t, ["measurements.sharpness.bound=gap",
+                            "measurements.sharpness.spare=2",
+                            "measurements.sharpness.tol=1e-2",
+                            "measurements.sharpness.every=5"])  # fmt: skip
+    assert u.measurements[0] == MeasurementSpec(
+        "sharpness", 5, options(bound="gap", spare=2, split=True, tol=0.01))
+    assert u.measurements[1] == t.measurements[1]
+    assert isinstance(dict(u.measurements[0].options)["tol"], float)
+    back = apply_overrides(u, ["measurements.sharpness.bound=residual",
+                               "measurements.sharpness.spare=0",
+                               "measurements.sharpness.tol=0.001",
+                               "measurements.sharpness.every=20"])  # fmt: skip
+    assert back == t and content_hash(back) == content_hash(t)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("measurements.foo.k=3", "no measurement 'foo' \\(it has: sharpness\\)"),
+        ("measurements.sharpness.boundd=gap", "did you mean 'bound'"),
+        ("measurements.sharpness.spare=two", "expected int"),
+        ("measurements.sharpness.every=0", "positive integer"),
+        ("measurements.sharpness=3", "measurements.NAME.OPTION"),
+    ],
+)
+def test_bad_measurement_overrides_are_user_errors(bad, message):
+    from eosbench.task import MeasurementSpec
+
+    t = Task("x", measurements=(MeasurementSpec("sharpness"),))
+    with pytest.raises(OverrideError, match=message):
+        apply_overrides(t, [bad])
+
+
 @pytest.mark.parametrize("name", TASKS.list())
 def test_registered_tasks_round_trip_and_hash(name):
     t = TASKS.get(name)

@@ -175,6 +175,7 @@ class LossOperator:
         self._vmap_ok = True
         self._grad_fn = grad(self._loss)
         self._recorded: Callable | None = None  # vjp of the gradient, when one chunk
+        self._recorded_grad: Tensor | None = None  # the gradient that recording computed
 
     def _cast(self, t: Tensor) -> Tensor:
         return t.to(self.dtype) if t.is_floating_point() else t
@@ -225,10 +226,7 @@ class LossOperator:
         product = self._hvp if self.kind == "hessian" else self._ggnvp
         with training_mode(self.model), torch.no_grad():
             if self.kind == "hessian" and self._single_chunk():
-                if self._recorded is None:
-                    xs, ys = self._x, self._y
-                    self._recorded = vjp(lambda t: self._grad_fn(t, xs, ys), self._theta)[1]
-                vjp_fn = self._recorded
+                vjp_fn = self._record()
                 out = self._block(lambda v, xb, yb: vjp_fn(v)[0], W, self._x, self._y)
             else:
                 out = torch.zeros_like(W)
@@ -238,6 +236,25 @@ class LossOperator:
             out = out * self._pinv_sqrt[:, None]
         self.n_products += V.shape[1]
         return out
+
+    def _record(self) -> Callable:
+        """The pullback through the gradient's recorded reverse pass (one chunk), recording
+        it at the first call; the gradient it computed is kept (:meth:`recorded_gradient`)."""
+        if self._recorded is None:
+            xs, ys = self._x, self._y
+            with training_mode(self.model), torch.no_grad():
+                self._recorded_grad, self._recorded = vjp(
+                    lambda t: self._grad_fn(t, xs, ys), self._theta)
+        return self._recorded
+
+    def recorded_gradient(self) -> Tensor | None:
+        """The full-batch gradient that recording the products' graph computes (one chunk,
+        Hessian: recorded now if not yet, the cost the first product pays anyway); ``None``
+        where products are not recorded (several chunks, GGN).  Not preconditioned."""
+        if self.kind != "hessian" or not self._single_chunk():
+            return None
+        self._record()
+        return self._recorded_grad
 
     def _single_chunk(self) -> bool:
         return self.physical_batch_size is None or self.physical_batch_size >= len(self._x)
