@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 
 import pytest
 import torch
@@ -328,18 +329,19 @@ def test_gap_bound_holds_at_every_stage_and_stops_sooner(name):
     bound states) the true eigenvalue lies in [theta, theta (1 + error bound)], for a decaying
     spectrum and for the cluster at the top
     that the Hessian has at the edge of stability (1.00, 0.99, 0.97 of the top, then a gap),
-    where the safeguard must fall back to the residual; stopping on the gap bound delivers the
-    requested accuracy in fewer products than stopping on the residual."""
+    where a single pair's gap is small and the block bound of the cluster carries the
+    certificate; stopping on the gap bound delivers the requested accuracy in fewer products
+    than stopping on the residual."""
     lam = spectrum()
     if name == "edge cluster":
         lam[1:3] = torch.tensor([0.99, 0.97], dtype=torch.float64) * lam[0]
     lam, _ = lam.sort(descending=True)
     op, _ = quadratic(lam)
     checked = 0
-    for k in (1, 3):
+    for k, spare in itertools.product((1, 3), (0, 3)):  # spare: the block bounds' pairs
         for budget in range(k, 60):
             res = top_eigenpairs(op, k, tol=1e-14, max_products=budget, bound="gap",
-                                 generator=torch.Generator().manual_seed(1))
+                                 spare=spare, generator=torch.Generator().manual_seed(1))
             miss = (lam[:k] - res.eigenvalues) / res.eigenvalues.abs()
             assert bool((miss >= -1e-12).all()), (k, budget)  # Ritz values never overshoot
             found = (res.eigenvalues[:, None] - lam).abs().argmin(1) == torch.arange(k)
@@ -347,14 +349,53 @@ def test_gap_bound_holds_at_every_stage_and_stops_sooner(name):
             assert bool((miss[found] <= res.errors[found] * (1 + 1e-9) + 1e-12).all()), (
                 k, budget, miss)
             assert bool((res.errors <= res.residuals * (1 + 1e-12)).all())
-        runs = {b: top_eigenpairs(op, k, tol=1e-6, bound=b,
+        runs = {b: top_eigenpairs(op, k, tol=1e-6, bound=b, spare=spare,
                                   generator=torch.Generator().manual_seed(1))
                 for b in ("residual", "gap")}  # fmt: skip
         gap = runs["gap"]
         assert gap.converged and bool((gap.errors <= 1e-6).all())
         torch.testing.assert_close(gap.eigenvalues, lam[:k], rtol=1e-6, atol=0)
         assert gap.n_products < runs["residual"].n_products
-    assert checked >= 100  # most stages were checked
+    assert checked >= 200  # most stages were checked
+
+
+def _cluster_starts(spare: int, count: int, bound: str) -> list[int]:
+    """Products used by ``count`` warm starts inside a cluster of four eigenvalues 1% apart at
+    the top (10, 9.9, 9.8, 9.7: at the edge they swap places between measurements, so last
+    time's vectors are random mixtures of this time's), negative where the solver stopped
+    on another eigenvalue than the top one."""
+    lam = spectrum()
+    lam[:4] = torch.tensor([10.0, 9.9, 9.8, 9.7], dtype=torch.float64)
+    lam, _ = lam.sort(descending=True)
+    op, Q = quadratic(lam)
+    out = []
+    for seed in range(count):
+        g = torch.Generator().manual_seed(seed)
+        mix = Q[:, :4] @ torch.randn(4, 1 + spare, generator=g, dtype=torch.float64)
+        init = mix + 0.02 * torch.randn(200, 1 + spare, generator=g, dtype=torch.float64)
+        res = top_eigenpairs(op, 1, tol=1e-3, bound=bound, init=init, spare=spare, generator=g)
+        right = abs(float(res.eigenvalues[0]) - 10.0) <= 1e-2  # the cluster's spacing: 0.1
+        out.append(res.n_products if right else -res.n_products)
+    return out
+
+
+@pytest.mark.parametrize("spare", [0, 2])
+def test_gap_bound_stops_short_in_a_cluster_no_more_often_than_the_residual(spare):
+    """Warm-started inside a cluster, a small basis's other Ritz values are far from any
+    eigenvalue next to the target, and a gap measured to them would certify the second
+    eigenvalue as the top one.  From the same 40 starts the gap bound must stop on another
+    eigenvalue than the top one no more often than the residual criterion does (a start whose
+    span hides the top eigenvector fools both)."""
+    gap, res = _cluster_starts(spare, 40, "gap"), _cluster_starts(spare, 40, "residual")
+    assert sum(u < 0 for u in gap) <= sum(u < 0 for u in res)
+
+
+def test_without_the_resolved_neighbour_rule_the_cluster_starts_stop_short(monkeypatch):
+    import eosbench.curvature.eigen as eigen
+
+    monkeypatch.setattr(eigen, "RESOLVED", math.inf)
+    gap = _cluster_starts(0, 40, "gap")
+    assert sum(u < 0 for u in gap) > sum(u < 0 for u in _cluster_starts(0, 40, "residual")) + 10
 
 
 def test_unknown_bound_is_refused():
