@@ -96,9 +96,8 @@ SPEC_DEFAULTS = {
 # left out takes the factory's keyword default
 MEASUREMENT_DEFAULTS = {
     "sharpness": {"k": 1, "tol": 1e-3, "max_products": 500, "n_examples": None, "split": False,
-                  "bound": "residual", "spare": 0},
-    "preconditioned_sharpness": {"k": 1, "tol": 1e-3, "max_products": 500, "bound": "residual",
-                                 "spare": 0},
+                  "spare": 0},
+    "preconditioned_sharpness": {"k": 1, "tol": 1e-3, "max_products": 500, "spare": 0},
     "batch_sharpness": {
         "batch_size": None,  # None: the task's optimizer.batch_size
         "rel_se": 0.05,
@@ -139,7 +138,7 @@ def _curvature_defaults():
     )
 
     return {
-        top_eigenpairs: {"block_size": None, "max_basis": None},
+        top_eigenpairs: {"block_size": None, "max_basis": None, "bound": "residual"},
         batch_sharpness: {"dtype": None},
         hutchinson_trace: {"rel_se": None},
         LossOperator.__init__: {"kind": "hessian", "dtype": None},

@@ -77,15 +77,15 @@ def test_measurement_overrides_set_options_and_drop_defaults():
 
     t = Task("x", measurements=(MeasurementSpec("sharpness", 20, options(split=True)),
                                 MeasurementSpec("trace", 100)))  # fmt: skip
-    u = apply_overrides(t, ["measurements.sharpness.bound=gap",
+    u = apply_overrides(t, ["measurements.sharpness.n_examples=100",
                             "measurements.sharpness.spare=2",
                             "measurements.sharpness.tol=1e-2",
                             "measurements.sharpness.every=5"])  # fmt: skip
     assert u.measurements[0] == MeasurementSpec(
-        "sharpness", 5, options(bound="gap", spare=2, split=True, tol=0.01))
+        "sharpness", 5, options(n_examples=100, spare=2, split=True, tol=0.01))
     assert u.measurements[1] == t.measurements[1]
     assert isinstance(dict(u.measurements[0].options)["tol"], float)
-    back = apply_overrides(u, ["measurements.sharpness.bound=residual",
+    back = apply_overrides(u, ["measurements.sharpness.n_examples=none",
                                "measurements.sharpness.spare=0",
                                "measurements.sharpness.tol=0.001",
                                "measurements.sharpness.every=20"])  # fmt: skip
@@ -96,7 +96,7 @@ def test_measurement_overrides_set_options_and_drop_defaults():
     "bad, message",
     [
         ("measurements.foo.k=3", "no measurement 'foo' \\(it has: sharpness\\)"),
-        ("measurements.sharpness.boundd=gap", "did you mean 'bound'"),
+        ("measurements.sharpness.sparee=2", "did you mean 'spare'"),
         ("measurements.sharpness.spare=two", "expected int"),
         ("measurements.sharpness.every=0", "positive integer"),
         ("measurements.sharpness=3", "measurements.NAME.OPTION"),
