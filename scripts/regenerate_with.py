@@ -28,11 +28,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from eosbench import store
 from eosbench.artifact import read_artifact
-from eosbench.claims import check
+from eosbench.claims import check, evaluate
 from eosbench.errors import UserError
 from eosbench.task import apply_overrides, computation_hash
 
@@ -77,8 +78,6 @@ def _finished(root: Path) -> dict:
 
 def compare(folder: Path, regen: Path, sets: list[str], only: list[str],
             baseline: Path | None = None) -> int:  # fmt: skip
-    from dataclasses import replace
-
     done = _finished(regen / folder.name)
     base = _finished(baseline / folder.name) if baseline is not None else None
     differs, same, missing = [], 0, 0
@@ -98,7 +97,10 @@ def compare(folder: Path, regen: Path, sets: list[str], only: list[str],
             missing += 1
             continue
         new = store.load_run(done[key])
-        now = {v.claim: v for v in check(new)}
+        # judged by the claims that judge the recorded side now (a run of an overridden task
+        # is not registered, so check() would take the claims recorded with it)
+        judge = replace(new.recorded_task, claims=old.judge().claims)
+        now = {v.claim: v for v in evaluate(judge, new)}
         for o in old.verdicts:
             n = now.get(o.claim)
             got = "no such claim now" if n is None else f"{n.verdict} {n.measured!r}"

@@ -601,3 +601,16 @@ def test_eigensolver_options_are_refused_when_bad(name, option, message):
 
     with pytest.raises(ValueError, match=message):
         MEASUREMENTS.get(name)(**option)
+
+
+def test_recorded_gradient_is_the_gradient_and_costs_no_product():
+    model, x, y = problem("mlp")
+    op = LossOperator(model, mse, x, y)
+    g = op.recorded_gradient()
+    torch.testing.assert_close(g, op.gradient(), rtol=1e-12, atol=1e-14)
+    assert op.n_products == 0
+    v = torch.randn(op.dim, dtype=torch.float64)
+    H = dense_hessian(model, mse, x, y)
+    torch.testing.assert_close(op.matvec(v), H @ v, rtol=1e-10, atol=1e-12)  # same recording
+    assert LossOperator(model, mse, x, y, physical_batch_size=5).recorded_gradient() is None
+    assert LossOperator(model, mse, x, y, kind="ggn").recorded_gradient() is None
