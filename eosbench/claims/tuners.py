@@ -110,6 +110,13 @@ def _summary(steps, e, quantity: str, at_step: float) -> tuple[float, str]:
     )
 
 
+def _rise(q, k: int, rise: float) -> tuple[float, float, bool]:
+    """The means of the first and last ``k`` values of ``q`` and whether the last is at least
+    ``1 + rise`` times the first."""
+    q0, q1 = float(q[:k].mean()), float(q[-k:].mean())
+    return q0, q1, q1 >= (1 + rise) * q0
+
+
 @CLAIMS.register("tuner_below_edge")
 def tuner_below_edge(
     run: Run,
@@ -129,8 +136,8 @@ def tuner_below_edge(
         return w
     steps, e, q, at_step = w
     median, summary = _summary(steps, e, quantity, at_step)
-    q0, q1 = float(q[:k].mean()), float(q[-k:].mean())
-    below, rising = median <= hi, q1 >= (1 + rise) * q0
+    q0, q1, rising = _rise(q, k, rise)
+    below = median <= hi
     detail = (
         f"{summary}{quantity} {q0:.4g} -> {q1:.4g} "
         f"(x{q1 / q0:.3g}; mean of the first/last {k} in the window)"
@@ -199,8 +206,7 @@ def tuner_sharpening(
     if isinstance(w, Verdict):
         return w
     steps, e, q, _ = w
-    q0, q1 = float(q[:k].mean()), float(q[-k:].mean())
-    rising = q1 >= (1 + rise) * q0
+    q0, q1, rising = _rise(q, k, rise)
     detail = (
         f"{quantity} {q0:.4g} -> {q1:.4g} (x{q1 / q0:.3g}; mean of the first/last {k} of the "
         f"{len(q)} measurements in steps {steps[0]}-{steps[-1]}); median eta*{quantity}/2 "

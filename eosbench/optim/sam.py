@@ -20,12 +20,51 @@ from ..errors import UserError
 from ..task import OptimizerSpec
 from . import adaptive, sgd
 from . import thresholds as th
+from .sgd import loss_before
 from .thresholds import Threshold, ThresholdError
 
 BASES = ("sgd", "adam")
+Base = Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
 
 
-class SAM(torch.optim.Optimizer):
+class OverBase(torch.optim.Optimizer):
+    """An update that changes the gradient and lets a base optimizer step on it (SAM, TRACER).
+
+    ``base(param_groups)`` builds the base; the two share their parameter groups (a
+    schedule that sets ``lr`` sets the base's), a group added later takes this optimizer's
+    defaults, and the base's state is the state that a checkpoint keeps.
+    """
+
+    def __init__(self, params: Iterable[Any], base: Base, defaults: dict[str, Any]):
+        super().__init__(params, defaults)
+        self.base_optimizer = base(self.param_groups)
+        self.param_groups = self.base_optimizer.param_groups
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if "base_optimizer" not in self.__dict__:  # during __init__
+            super().add_param_group(param_group)
+            return
+        for key, value in self.defaults.items():
+            param_group.setdefault(key, value)
+        self.base_optimizer.add_param_group(param_group)  # shares self.param_groups
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.base_optimizer.load_state_dict(state_dict)
+        self.param_groups = self.base_optimizer.param_groups
+
+
+def base_of(spec: OptimizerSpec) -> Base:
+    """The base optimizer that ``spec.base`` names (``sgd`` or ``adam``), built from ``spec``."""
+    if spec.base not in BASES:
+        raise UserError(f"optimizer.base={spec.base!r} is not one of {', '.join(BASES)}")
+    build = sgd.build if spec.base == "sgd" else adaptive.build_adam
+    return lambda groups: build(spec, groups)
+
+
+class SAM(OverBase):
     r"""SAM: the base update applied to the gradient at an ascent point.
 
     With :math:`g = \nabla L_B(\theta)` on the step's batch :math:`B`:
@@ -63,24 +102,19 @@ class SAM(torch.optim.Optimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        base: Callable[[list[dict[str, Any]]], torch.optim.Optimizer],
+        base: Base,
         rho: float,
         normalized: bool = True,
     ):
         if rho < 0:
             raise ValueError(f"SAM radius rho must be >= 0, got {rho}")
-        super().__init__(params, {"rho": rho, "normalized": normalized})
-        self.base_optimizer = base(self.param_groups)
-        self.param_groups = self.base_optimizer.param_groups  # shared: schedulers see lr
+        super().__init__(params, base, {"rho": rho, "normalized": normalized})
         self.last_grad_norm: Tensor | None = None
 
     @torch.no_grad()
     def step(self, closure: Callable[..., Tensor] | None = None) -> Tensor:  # type: ignore[override]
         """One SAM step; returns the loss at the unperturbed parameters."""
-        if closure is None:
-            raise ValueError("SAM.step needs a closure(update_bn: bool = True) -> loss")
-        with torch.enable_grad():
-            loss = closure()
+        loss = loss_before(closure, needs="SAM")
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         if not params:
             return loss
@@ -94,21 +128,6 @@ class SAM(torch.optim.Optimizer):
         gradient_at(closure, shifts)
         self.base_optimizer.step()
         return loss
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        if "base_optimizer" not in self.__dict__:  # during __init__
-            super().add_param_group(param_group)
-            return
-        for key in ("rho", "normalized"):
-            param_group.setdefault(key, self.defaults[key])
-        self.base_optimizer.add_param_group(param_group)  # shares self.param_groups
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.base_optimizer.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.base_optimizer.load_state_dict(state_dict)
-        self.param_groups = self.base_optimizer.param_groups
 
 
 def global_norm(tensors: list[Tensor]) -> Tensor:
@@ -132,12 +151,10 @@ def gradient_at(closure: Callable[..., Tensor], shifts: list[tuple[Tensor, Tenso
 
 def build(spec: OptimizerSpec, params: Iterable[Any]) -> SAM:
     """SAM over ``spec.base`` (``sgd`` or ``adam``, built from the same spec); see :class:`SAM`."""
-    if spec.base not in BASES:
-        raise UserError(f"optimizer.base={spec.base!r} is not one of {', '.join(BASES)}")
+    base = base_of(spec)
     if spec.rho < 0:
         raise UserError(f"optimizer.rho={spec.rho} must be >= 0")
-    base = sgd.build if spec.base == "sgd" else adaptive.build_adam
-    return SAM(params, lambda groups: base(spec, groups), spec.rho, spec.normalized)
+    return SAM(params, base, spec.rho, spec.normalized)
 
 
 def threshold(spec: OptimizerSpec, grad_norm: float | None = None) -> Threshold:

@@ -67,10 +67,7 @@ class ClippedSGD(torch.optim.SGD):
         self.last_grad_norm: float | None = None
 
     def step(self, closure=None):
-        if closure is None:
-            raise ValueError("ClippedSGD.step needs the closure that computes the gradient")
-        with torch.enable_grad():
-            loss = closure()
+        loss = loss_before(closure, needs="ClippedSGD")
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         self.last_grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.clip_norm))
         super().step()
@@ -100,3 +97,15 @@ def threshold(spec: OptimizerSpec, grad_norm: float | None = None) -> Threshold:
     value, formula = edge(spec)
     ref = th.COHEN2021 if spec.momentum == 0 else th.COHEN2021_MOMENTUM
     return Threshold(th.SHARPNESS, value, formula, ref)
+
+
+def loss_before(closure, needs: str | None = None):
+    """The loss at the parameters before a step: ``closure()``, run with gradients enabled
+    (it computes the gradient too).  Without a closure: None, or a ValueError where the step
+    ``needs`` one (the optimizer's name)."""
+    if closure is None:
+        if needs:
+            raise ValueError(f"{needs}.step needs a closure that computes the loss and gradient")
+        return None
+    with torch.enable_grad():
+        return closure()

@@ -14,34 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import torch
-
 from ..task import OptimizerSpec
+from .steepest import Steepest
 
 
-class SignSGD(torch.optim.Optimizer):
-    """:math:`\\theta \\leftarrow \\theta - \\eta\\,\\operatorname{sign}(g + \\omega\\theta)`
-    (``torch.sign``: 0 where a coordinate's gradient is exactly 0)."""
-
-    def __init__(self, params: Iterable[Any], lr: float, weight_decay: float = 0.0):
-        super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                if group["weight_decay"]:
-                    g = g.add(p, alpha=group["weight_decay"])
-                p.add_(torch.sign(g), alpha=-group["lr"])
-        return loss
-
-
-def build(spec: OptimizerSpec, params: Iterable[Any]) -> SignSGD:
-    return SignSGD(params, lr=spec.lr, weight_decay=spec.weight_decay)
+def build(spec: OptimizerSpec, params: Iterable[Any]) -> Steepest:
+    """:math:`\\theta \\leftarrow \\theta - \\eta\\,\\operatorname{sign}(g + \\omega\\theta)`:
+    the normalized :math:`\\ell_\\infty` steepest descent (``torch.sign``: 0 where a
+    coordinate's gradient is exactly 0)."""
+    return Steepest(params, spec.lr, "linf", normalized=True, weight_decay=spec.weight_decay)

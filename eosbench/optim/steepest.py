@@ -60,6 +60,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..task import OptimizerSpec
+from .sgd import loss_before
 from .thresholds import Threshold, ThresholdError
 
 ISLAMOV2026 = (
@@ -179,10 +180,7 @@ class Steepest(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = loss_before(closure)
         group = self.param_groups[0]
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
@@ -219,10 +217,7 @@ class Lion(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = loss_before(closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:

@@ -53,23 +53,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import UserError
 from ..task import OptimizerSpec
-from . import adaptive, sgd
-from .sam import global_norm, gradient_at
+from .sam import Base, OverBase, base_of, global_norm, gradient_at
+from .sgd import loss_before
 from .thresholds import Threshold, ThresholdError
 
-BASES = ("sgd", "adam")
 FD_RADIUS = 1e-3  # relative finite-difference step r (see the module docstring)
 
 
-class TRACER(torch.optim.Optimizer):
+class TRACER(OverBase):
     """The base update applied to :math:`g + \\rho H \\hat F^{-1} g` (module docstring)."""
 
     def __init__(
         self,
         params: Iterable[Any],
-        base: Callable[[list[dict[str, Any]]], torch.optim.Optimizer],
+        base: Base,
         rho: float,
         beta2: float = 0.999,
         damping: float = 1e-8,
@@ -80,9 +78,7 @@ class TRACER(torch.optim.Optimizer):
             raise ValueError(f"TRACER beta2 must be in [0, 1), got {beta2}")
         if damping < 0:
             raise ValueError(f"TRACER damping must be >= 0, got {damping}")
-        super().__init__(params, {"rho": rho, "fisher_beta": beta2, "damping": damping})
-        self.base_optimizer = base(self.param_groups)
-        self.param_groups = self.base_optimizer.param_groups  # shared: schedulers see lr
+        super().__init__(params, base, {"rho": rho, "fisher_beta": beta2, "damping": damping})
         self.fisher_steps = 0
         self.fisher: dict[Tensor, Tensor] = {}  # v_t per parameter (the base's state is its own)
         self.last_penalty_ratio: Tensor | None = None
@@ -98,10 +94,7 @@ class TRACER(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[..., Tensor] | None = None) -> Tensor:  # type: ignore[override]
         """One TRACER step; returns the loss at the unperturbed parameters."""
-        if closure is None:
-            raise ValueError("TRACER.step needs a closure(update_bn: bool = True) -> loss")
-        with torch.enable_grad():
-            loss = closure()
+        loss = loss_before(closure, needs="TRACER")
         self.fisher_steps += 1
         items: list[tuple[dict[str, Any], Tensor, Tensor, Tensor]] = []  # group, p, g, u
         for group in self.param_groups:
@@ -132,16 +125,8 @@ class TRACER(torch.optim.Optimizer):
         self.base_optimizer.step()
         return loss
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        if "base_optimizer" not in self.__dict__:  # during __init__
-            super().add_param_group(param_group)
-            return
-        for key in ("rho", "fisher_beta", "damping"):
-            param_group.setdefault(key, self.defaults[key])
-        self.base_optimizer.add_param_group(param_group)  # shares self.param_groups
-
     def state_dict(self) -> dict[str, Any]:
-        d = self.base_optimizer.state_dict()
+        d = super().state_dict()
         d["tracer"] = {
             "fisher_steps": self.fisher_steps,
             "fisher": {
@@ -153,8 +138,7 @@ class TRACER(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         tr = state_dict.pop("tracer", {"fisher_steps": 0, "fisher": {}})
-        self.base_optimizer.load_state_dict(state_dict)
-        self.param_groups = self.base_optimizer.param_groups
+        super().load_state_dict(state_dict)
         params = self._params()
         self.fisher_steps = int(tr["fisher_steps"])
         self.fisher = {
@@ -166,10 +150,7 @@ class TRACER(torch.optim.Optimizer):
 def build(spec: OptimizerSpec, params: Iterable[Any]) -> TRACER:
     """TRACER over ``spec.base`` with strength ``rho``, Fisher decay ``beta2`` and damping
     ``eps`` (for the Adam base, ``eps`` is also Adam's); see :class:`TRACER`."""
-    if spec.base not in BASES:
-        raise UserError(f"optimizer.base={spec.base!r} is not one of {', '.join(BASES)}")
-    base = sgd.build if spec.base == "sgd" else adaptive.build_adam
-    return TRACER(params, lambda groups: base(spec, groups), spec.rho, spec.beta2, spec.eps)
+    return TRACER(params, base_of(spec), spec.rho, spec.beta2, spec.eps)
 
 
 def threshold(spec: OptimizerSpec, grad_norm: float | None = None) -> Threshold:

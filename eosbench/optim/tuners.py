@@ -38,6 +38,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..task import OptimizerSpec
+from .sgd import loss_before
 from .thresholds import Threshold, ThresholdError
 
 ROULET2023 = (
@@ -98,10 +99,7 @@ class TunedStep(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
         """One tuned step; returns the loss at the parameters before it."""
-        if closure is None:
-            raise ValueError(f"{type(self).__name__}.step needs a closure")
-        with torch.enable_grad():
-            loss = closure()
+        loss = loss_before(closure, needs=type(self).__name__)
         params = self.params()
         g = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
         self.scalars["steps"] += 1
