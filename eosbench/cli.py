@@ -135,10 +135,19 @@ def _parser() -> argparse.ArgumentParser:
 
     _submit_parsers(sub)
 
-    d = sub.add_parser("data", help="data sets: download, info")
-    d.add_argument("action", choices=["download", "info"])
-    d.add_argument("name", choices=["cifar10", "cifar100", "digits"])
+    d = sub.add_parser("data", help="data sets: download, info, verify")
+    d.add_argument("action", choices=["download", "info", "verify"],
+                   help="download: fetch into the data root; info: load and describe; verify: "
+                   "compare a Hub copy with the official files, row by row")  # fmt: skip
+    d.add_argument("name", help="a registered data set: cifar10, cifar100, digits, hub, "
+                   "hub-cifar10, hub-mnist, ...")  # fmt: skip
     d.add_argument("--data", dest="data_root", help="data root (default: $EOSBENCH_DATA)")
+    d.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the data source, as data.options.KEY of a task "
+                   "(e.g. --option repo=owner/name --option revision=COMMIT)")  # fmt: skip
+    d.add_argument("--against", help="verify: the registered data set to compare with "
+                   "(default: the one the source copies)")  # fmt: skip
+    d.add_argument("--n", type=int, default=1000, help="verify: rows compared per split")
     return p
 
 
@@ -384,16 +393,23 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def cmd_data(a: argparse.Namespace) -> int:
-    from .data import data_root, download, load_dataset
-    from .task import DataSpec
+    from .data import DATASETS, data_root, download, hub, load_dataset
+    from .task import DataSpec, Task, apply_overrides
 
+    DATASETS.get(a.name)  # an unknown name: one line, with suggestions
+    sets = [f"data.options.{o}" for o in a.option]
+    spec = apply_overrides(Task(name="data", data=DataSpec(name=a.name)), sets).data
     if a.action == "download":
         root = data_root(a.data_root)
         if root is None:
             raise UserError("set EOSBENCH_DATA or pass --data DIR to say where to store data")
-        print(download(a.name, root))
+        print(download(a.name, root, spec.options))
         return 0
-    d = load_dataset(DataSpec(name=a.name), a.data_root)
+    if a.action == "verify":
+        ok, lines = hub.verify(a.name, spec, a.against, data_root(a.data_root), a.n)
+        print("\n".join(lines))
+        return 0 if ok else 1
+    d = load_dataset(spec, a.data_root)
     print(
         f"{d.identity}\ntrain {tuple(d.x_train.shape)} test {tuple(d.x_test.shape)} "
         f"classes {d.n_classes}\nsha256 {d.checksum}"

@@ -50,6 +50,7 @@ class DataSpec:
     noise_seed: int = 0  # seed of the label noise
     augment: bool = False  # random crop (4-pixel padding) + horizontal flip, per step
     classes: int | None = None  # keep only classes 0..classes-1 of both pools (None = all)
+    options: Options = ()  # options of one data source (its loader's OPTIONS): a Hub repo, revision
 
 
 @dataclass(frozen=True)
@@ -310,22 +311,19 @@ def parse_value(text: str, allowed: tuple[type, ...], key: str) -> Any:
     raise OverrideError(f"override {key}={text!r}: expected {names}")
 
 
-def _model_option(model: ModelSpec, name: str, text: str) -> ModelSpec:
-    """``model`` with its family's option ``name`` (its builder's ``OPTIONS``) set from
-    ``text``, parsed as the type of the option's default."""
-    from .models import MODELS
-
-    known = getattr(MODELS.get(model.name), "OPTIONS", {})
-    key = f"model.options.{name}"
+def _family_option(spec, known: dict[str, Any], key: str, what: str, name: str, text: str):
+    """``spec`` (a model or data spec) with option ``name`` of its family (``known``: the
+    builder's or loader's ``OPTIONS``, name: default) set from ``text``, parsed as the type of
+    the option's default; ``key`` and ``what`` name it in errors."""
     if name not in known:
         have = f" (it has: {', '.join(sorted(known))})" if known else " (it has none)"
-        raise OverrideError(f"unknown override key {key!r}: model {model.name!r} has no option "
+        raise OverrideError(f"unknown override key {key!r}: {what} has no option "
                             f"{name!r}{have}")  # fmt: skip
     default = known[name]
     allowed = (int, float) if type(default) is float else (type(default),)
     value = parse_value(text, allowed, key)
     value = float(value) if type(default) is float else value
-    return replace(model, options=options(**{**dict(model.options), name: value}))
+    return replace(spec, options=options(**{**dict(spec.options), name: value}))
 
 
 def _measurement_option(task: Task, name: str, option: str, text: str) -> Task:
@@ -388,8 +386,16 @@ def apply_overrides(task: Task, overrides: list[str] | tuple[str, ...]) -> Task:
                 raise OverrideError(f"override key {key!r}: expected measurements.NAME.OPTION")
             task = _measurement_option(task, name, option, value)
             continue
-        if head == "model" and attr.startswith("options."):
-            task = replace(task, model=_model_option(task.model, attr[len("options."):], value))
+        if head in ("model", "data") and attr.startswith("options."):
+            spec, name = getattr(task, head), attr[len("options."):]
+            if head == "model":
+                from .models import MODELS as family
+            else:
+                from .data import DATASETS as family
+            known = getattr(family.get(spec.name), "OPTIONS", {})
+            what = f"{head} {spec.name!r}"
+            new = _family_option(spec, known, key, what, name, value)
+            task = replace(task, **{head: new})
             continue
         if head == "loss" and not attr:
             task = replace(task, loss=parse_value(value, (str,), key))

@@ -208,8 +208,8 @@ def test_too_many_images_is_data_error(synthetic):
 def test_unknown_data_set_suggests():
     with pytest.raises(UnknownNameError, match="cifar10"):
         load_dataset(DataSpec(name="cifar-10"))
-    assert DATASETS.list() == ["cifar10", "cifar100", "digits", "scalar", "stream-gaussian",
-                               "stream-t3", "support"]
+    assert DATASETS.list() == ["cifar10", "cifar100", "digits", "hub", "hub-cifar10", "hub-mnist",
+                               "scalar", "stream-gaussian", "stream-t3", "support"]
 
 
 def test_digits_shapes_and_split():

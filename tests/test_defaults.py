@@ -34,6 +34,7 @@ SPEC_DEFAULTS = {
         "noise_seed": 0,
         "augment": False,
         "classes": None,
+        "options": (),
     },
     T.ModelSpec: {
         "name": "fc-tanh",

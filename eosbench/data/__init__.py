@@ -95,6 +95,7 @@ class RawPool:
     n_classes: int
     source: str  # e.g. "cifar10 (official python pickle, <file> sha256 1bed66b0b70c)"
     missing_hint: str = ""  # appended when the task asks for more examples than exist
+    scale: str = "raw"  # the features' range, for the identity when not standardized
 
 
 Loader = Callable[..., RawPool]  # (spec, root), or (spec, root, seed) when seeded
@@ -167,9 +168,7 @@ def load_dataset(spec: DataSpec, root: str | os.PathLike | None = None,
     digest = hashlib.sha256()
     for a in (x_tr, y_tr, x_te, y_te):
         digest.update(a.tobytes())
-    prep = "standardized per feature (training-subset mean/std)" if spec.standardize else "raw"
-    if spec.name.startswith("cifar") and not spec.standardize:
-        prep = "scaled to [0, 1]"
+    prep = "standardized per feature (training-subset mean/std)" if spec.standardize else pool.scale
     subset = spec.subset if spec.subset == "first" else f"{spec.subset} (seed {spec.subset_seed})"
     identity = f"{pool.source} {subset} {len(y_tr)} train / {len(y_te)} test, {prep}"
     if spec.classes is not None:
@@ -203,6 +202,11 @@ def first_classes(pool: RawPool, classes: int, name: str) -> RawPool:
 
 
 def _validate(spec: DataSpec) -> None:
+    known = getattr(DATASETS.get(spec.name), "OPTIONS", {})  # a source's own options
+    unknown = sorted(k for k, _ in spec.options if k not in known)
+    if unknown:
+        have = f" (it has: {', '.join(sorted(known))})" if known else ""
+        raise DataError(f"data {spec.name!r} has no option data.options.{unknown[0]}{have}")
     if spec.subset not in SUBSETS:
         raise DataError(f"data.subset={spec.subset!r}: expected one of {', '.join(SUBSETS)}")
     for key in ("n_train", "n_test"):
@@ -290,8 +294,20 @@ def _cifar100(spec: DataSpec, root: Path | None) -> RawPool:
     return load_cifar_pool("cifar100", root)
 
 
-def download(name: str, root: str | os.PathLike | None = None, **kw) -> Path:
-    """Download and MD5-check the official tarball of ``name``: :func:`.cifar.download`."""
+def download(name: str, root: str | os.PathLike | None = None, options=(), **kw) -> Path:
+    """Fetch data set ``name`` into the data root: a Hub source's revision (its
+    ``options`` over the registered ones) into the root's ``huggingface`` cache
+    (:mod:`.hub`), or the official tarball of a CIFAR set, MD5-checked
+    (:func:`.cifar.download`, ``kw`` its options)."""
+    loader = DATASETS.get(name)
+    if hasattr(loader, "OPTIONS"):
+        from .hub import read_hub
+
+        where = data_root(root)
+        if where is None:
+            raise DataError(f"no data directory: set EOSBENCH_DATA (or pass a root) to download {name}")
+        read_hub({**loader.OPTIONS, **dict(options)}, where)
+        return where / "huggingface"
     from .cifar import download as _download  # lazy: urllib only when downloading
 
     return _download(name, root, **kw)
@@ -318,9 +334,14 @@ def _scalar(spec: DataSpec, root: Path | None) -> RawPool:
 
 DATASETS.register("scalar", _scalar)
 
-from . import synthetic  # noqa: E402  (its loaders build RawPool, defined above)
+from . import hub, synthetic  # noqa: E402  (their loaders build RawPool, defined above)
 
 DATASETS.register("support", synthetic.support)
+DATASETS.register("hub", hub.hub_loader())
+DATASETS.register("hub-cifar10", hub.hub_loader(
+    official="cifar10", repo="uoft-cs/cifar10", revision=hub.CIFAR10_REVISION,
+    config="plain_text", image="img"))  # fmt: skip
+DATASETS.register("hub-mnist", hub.hub_loader(repo="ylecun/mnist", revision=hub.MNIST_REVISION))
 for _law in synthetic.STREAM_NOISES:
     DATASETS.register(f"stream-{_law}", synthetic.streaming(_law))
 

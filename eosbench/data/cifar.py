@@ -346,6 +346,7 @@ def load_cifar_pool(name: str, root: Path | None) -> RawPool:
         n_classes=fmt.n_classes,
         source=f"{name} (official python pickle, {label} sha256 {key[:12]})",
         missing_hint=hint,
+        scale="scaled to [0, 1]",
     )
 
 
