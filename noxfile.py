@@ -3,6 +3,7 @@
     nox -s smoke                      # the main job: reproduce the smoke suite on CPU (~4-5 min, 2 cores)
     nox -s tests                      # the test suite (fast + slow tiers)
     nox -s lint                       # ruff
+    nox -s tests_vision               # the torchvision tests (the vision extra, its own torch)
     nox -s reproduce -- --suite NAME  # any suite; arguments go to `eosbench reproduce`
     nox -s paper                      # build paper/ into a PDF when TeX is installed
 
@@ -23,6 +24,9 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 TORCH = os.environ.get("EOSBENCH_TORCH_SPEC", "torch==2.13.0")
+# torchvision needs a matching torch: this pair works on x86_64 CPU machines here (a 5.5 GB
+# CUDA build that runs on the CPU); on aarch64 `torch==2.9.1 torchvision==0.24.1`
+VISION = os.environ.get("EOSBENCH_VISION_SPEC", "torch==2.14.1 torchvision==0.29.1")
 
 
 def _install(session: nox.Session, *extras: str) -> None:
@@ -42,6 +46,17 @@ def tests(session: nox.Session) -> None:
     """pytest: fast and slow tiers (pass e.g. ``-- -m 'not slow'`` for the fast tier)."""
     _install(session, "test", "cluster")  # cluster: submitit, for tests/test_executor.py
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def tests_vision(session: nox.Session) -> None:
+    """The torchvision model family and data readers (``eosbench[vision]``), in their own
+    environment: torchvision pins its torch (``VISION``), the other sessions keep ``TORCH``."""
+    if session.venv_backend != "none":
+        session.install(*VISION.split())
+        session.install("-e", ".[test,vision]")
+    session.run("python", "-m", "pytest", *(session.posargs or [
+        "-q", "tests/test_vision.py", "tests/test_models.py", "tests/test_hub.py"]))
 
 
 @nox.session

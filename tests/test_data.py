@@ -209,7 +209,8 @@ def test_unknown_data_set_suggests():
     with pytest.raises(UnknownNameError, match="cifar10"):
         load_dataset(DataSpec(name="cifar-10"))
     assert DATASETS.list() == ["cifar10", "cifar100", "digits", "hub", "hub-cifar10", "hub-mnist",
-                               "scalar", "stream-gaussian", "stream-t3", "support"]
+                               "scalar", "stream-gaussian", "stream-t3", "support", "tv-cifar10",
+                               "tv-fashion-mnist", "tv-mnist", "tv-svhn"]
 
 
 def test_digits_shapes_and_split():

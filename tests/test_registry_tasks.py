@@ -12,6 +12,7 @@ from dataclasses import replace
 import pytest
 
 from eosbench import store
+from eosbench.models import available
 from eosbench.runner import RunOptions, run
 from eosbench.suites import TASKS
 from eosbench.task import apply_overrides
@@ -38,6 +39,8 @@ def _representatives() -> list[str]:
 @pytest.mark.parametrize("name", _representatives())
 def test_task_runs_a_few_steps(name, tmp_path):
     task = TASKS.get(name)
+    if not available(task.model.name):
+        pytest.skip(f"model {task.model.name!r} needs its optional package (nox -s tests_vision)")
     if task.data.name.startswith("cifar") and not os.environ.get("EOSBENCH_DATA"):
         pytest.skip("EOSBENCH_DATA is not set (CIFAR tasks need the data)")
     small = ["schedule.steps=3"]

@@ -334,7 +334,7 @@ def _scalar(spec: DataSpec, root: Path | None) -> RawPool:
 
 DATASETS.register("scalar", _scalar)
 
-from . import hub, synthetic  # noqa: E402  (their loaders build RawPool, defined above)
+from . import hub, synthetic, vision  # noqa: E402  (their loaders build RawPool, defined above)
 
 DATASETS.register("support", synthetic.support)
 DATASETS.register("hub", hub.hub_loader())
@@ -342,6 +342,8 @@ DATASETS.register("hub-cifar10", hub.hub_loader(
     official="cifar10", repo="uoft-cs/cifar10", revision=hub.CIFAR10_REVISION,
     config="plain_text", image="img"))  # fmt: skip
 DATASETS.register("hub-mnist", hub.hub_loader(repo="ylecun/mnist", revision=hub.MNIST_REVISION))
+for _name, _loader in vision.LOADERS.items():
+    DATASETS.register(_name, _loader)
 for _law in synthetic.STREAM_NOISES:
     DATASETS.register(f"stream-{_law}", synthetic.streaming(_law))
 

@@ -10,7 +10,9 @@ group ``eosbench.models``.  Registered names:
 * ``resnet20``, ``resnet32`` -- :mod:`.resnet`;
 * ``vgg11`` -- :mod:`.vgg`;  ``vit`` -- :mod:`.vit`;  ``linear2`` -- :mod:`.linear`;
 * ``deep-linear``, ``linear``, ``quadratic``, ``quadratic-linearized`` -- :mod:`.theory`;
-* ``deq-gaussian``, ``deq-orthogonal``, ``deq-symmetric`` -- :mod:`.deq`.
+* ``deq-gaussian``, ``deq-orthogonal``, ``deq-symmetric`` -- :mod:`.deq`;
+* ``torchvision`` -- any ``torchvision.models`` classifier (``model.options.arch``),
+  :mod:`.vision` (the ``vision`` extra).
 
 ``ModelSpec.width``/``depth`` (``None`` = the architecture's default) and
 ``batchnorm`` are interpreted by each builder, ``options`` only by a builder that declares
@@ -26,6 +28,7 @@ caller's business (``torch.manual_seed`` before :func:`build_model`).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable
 
@@ -35,12 +38,12 @@ from torch import nn
 from ..errors import OverrideError
 from ..registry import Registry
 from ..task import ModelSpec
-from . import cnn, deq, linear, mlp, resnet, theory, vgg, vit
+from . import cnn, deq, linear, mlp, resnet, theory, vgg, vision, vit
 
 Builder = Callable[[ModelSpec, tuple[int, ...], int], nn.Module]
 MODELS: Registry[Builder] = Registry("model", entry_point_group="eosbench.models")
 
-for _module in (mlp, cnn, resnet, vgg, vit, linear, theory, deq):
+for _module in (mlp, cnn, resnet, vgg, vit, linear, theory, deq, vision):
     for _name, _builder in _module.BUILDERS.items():
         MODELS.register(_name, _builder)
 
@@ -70,6 +73,13 @@ def scale_weights(model: nn.Module, scale: float) -> nn.Module:
                 if not name.endswith("bias"):
                     p.mul_(scale)
     return model
+
+
+def available(name: str) -> bool:
+    """Whether model ``name`` can be built here: False for a family whose optional package
+    (its builder's ``REQUIRES``, a module name) is not installed."""
+    need = getattr(MODELS.get(name), "REQUIRES", None)
+    return need is None or importlib.util.find_spec(need) is not None
 
 
 def second_order(name: str) -> bool:

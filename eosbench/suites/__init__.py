@@ -97,6 +97,7 @@ from . import (  # noqa: E402,F401  (registration)
     paper,
     regularization,
     smoke,
+    sources,
     steepest,
     theory,
     tuners,

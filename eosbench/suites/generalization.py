@@ -117,6 +117,7 @@ def gen_task(
     steps_per_epoch: int,
     lr: float | None = None,
     reference: str = WR2023,
+    model_spec: ModelSpec | None = None,
 ) -> Task:
     label, opt = METHODS[method]
     if lr is not None:
@@ -127,7 +128,7 @@ def gen_task(
         Task(
             name=name,
             data=replace(data, **data_changes),
-            model=ModelSpec(name=model, batchnorm=model == "resnet20"),
+            model=model_spec or ModelSpec(name=model, batchnorm=model == "resnet20"),
             loss="ce",
             optimizer=opt,
             schedule=ScheduleSpec(
@@ -187,6 +188,23 @@ GENERALIZATION = suite(
     "SGD vs SAM vs SGD-TRACER (and the Adam family): ResNet20 and ViT on CIFAR-10/100, "
     "three settings, 200 epochs; full data sets and a GPU",
     comparisons=tuple(FULL_CMP),
+)
+
+# --- torchvision's ResNet-18 (the vision extra), CIFAR-10, standard augmentation (GPU) --------
+# The CIFAR form of the model (3x3 stride-1 stem, no max-pool: eosbench.models.vision), built by
+# torchvision.models.get_model; registered for a GPU with the full CIFAR-10, not run here.
+RESNET18 = ModelSpec(name="torchvision", options=options(arch="resnet18"))
+TV = [
+    gen_task("cifar10", DataSpec(name="cifar10"), "resnet18", "aug", m, epochs=200,
+             steps_per_epoch=50000 // BATCH, model_spec=RESNET18)  # fmt: skip
+    for m in ("sgd", "sam", "sgd-tracer")
+]
+GENERALIZATION_RESNET18 = suite(
+    "generalization-resnet18",
+    TV,
+    "SGD vs SAM vs SGD-TRACER with torchvision's ResNet-18 (CIFAR stem) on CIFAR-10 with "
+    "augmentation, 200 epochs; the vision extra, the full data set and a GPU",
+    comparisons=orderings("cifar10", "resnet18", "aug"),
 )
 
 # --- reduced: the offline CIFAR-10 copy on a CPU ----------------------------------------------
