@@ -15,7 +15,7 @@ from torch import nn
 
 from eosbench import registry
 from eosbench.errors import OverrideError, UnknownNameError
-from eosbench.models import MODELS, build_model, scale_weights
+from eosbench.models import MODELS, available, build_model, scale_weights
 from eosbench.models.resnet import BasicBlock
 from eosbench.models.vit import Attention
 from eosbench.task import ModelSpec
@@ -81,8 +81,6 @@ PARAMS_BN = {
 
 def buildable(names: list[str]) -> list:
     """``names`` as parameters, those whose optional package is missing marked to skip."""
-    from eosbench.models import available
-
     why = "needs its optional package (torchvision: the vision extra, nox -s tests_vision)"
     return [pytest.param(n, marks=pytest.mark.skipif(not available(n), reason=why)) for n in names]
 
@@ -367,3 +365,15 @@ def test_entry_point_model_is_found(monkeypatch):
         model = build_model(ModelSpec(name="toy-linear", init_scale=2.0), DIGITS, 10)
         assert model(torch.randn(4, 64)).shape == (4, 10)
         assert n_params(model) == 650
+
+
+@pytest.mark.skipif(available("torchvision"), reason="torchvision is installed")
+def test_without_the_vision_extra_a_torchvision_model_or_reader_says_how_to_install(tmp_path):
+    from eosbench.data import load_dataset
+    from eosbench.errors import UserError
+    from eosbench.task import DataSpec
+
+    with pytest.raises(UserError, match=r"pip install 'eosbench\[vision\]'"):
+        build_model(ModelSpec(name="torchvision"), (3, 32, 32), 10)
+    with pytest.raises(UserError, match=r"pip install 'eosbench\[vision\]'"):
+        load_dataset(DataSpec(name="tv-mnist"), tmp_path)

@@ -1,7 +1,7 @@
 """torchvision as a model family and as data readers (the vision extra: nox -s tests_vision).
 
-Without torchvision installed only the first test runs (what a user without the extra gets);
-the rest run in the ``tests_vision`` session, which installs the torch/torchvision pair that
+Without torchvision installed this module is skipped (what a user without the extra gets is
+tested in test_models.py); it runs in the ``tests_vision`` session, which installs the torch/torchvision pair that
 works on the CI machine.  The data readers are tested on small files in the official formats
 written here (MNIST's idx files, SVHN's .mat, CIFAR's pickles).
 """
@@ -20,18 +20,9 @@ import torch
 from torch import nn
 
 from eosbench.data import load_dataset
-from eosbench.errors import DataError, OverrideError, UserError
-from eosbench.models import available, build_model
+from eosbench.errors import DataError, OverrideError
+from eosbench.models import build_model
 from eosbench.task import DataSpec, ModelSpec, apply_overrides, options
-
-
-@pytest.mark.skipif(available("torchvision"), reason="torchvision is installed")
-def test_without_the_extra_a_torchvision_model_or_reader_says_how_to_install(tmp_path):
-    with pytest.raises(UserError, match=r"pip install 'eosbench\[vision\]'"):
-        build_model(ModelSpec(name="torchvision"), (3, 32, 32), 10)
-    with pytest.raises(UserError, match=r"pip install 'eosbench\[vision\]'"):
-        load_dataset(DataSpec(name="tv-mnist"), tmp_path)
-
 
 tv = pytest.importorskip("torchvision")
 
@@ -180,3 +171,12 @@ def test_a_run_on_a_torchvision_model_and_reader(tmp_path):
     meta = json.loads((rdir / store.RUN_FILE).read_text())
     assert meta["status"] == "completed"
     assert "MNIST reader" in meta["provenance"]["dataset"]
+
+
+def test_download_offline_is_refused(tmp_path, monkeypatch):
+    from eosbench.data import download
+
+    monkeypatch.setenv("EOSBENCH_OFFLINE", "1")
+    with pytest.raises(DataError, match="EOSBENCH_OFFLINE is set: not downloading tv-mnist"):
+        download("tv-mnist", tmp_path)
+    assert not any(tmp_path.iterdir())

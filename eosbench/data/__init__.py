@@ -297,8 +297,9 @@ def _cifar100(spec: DataSpec, root: Path | None) -> RawPool:
 def download(name: str, root: str | os.PathLike | None = None, options=(), **kw) -> Path:
     """Fetch data set ``name`` into the data root: a Hub source's revision (its
     ``options`` over the registered ones) into the root's ``huggingface`` cache
-    (:mod:`.hub`), or the official tarball of a CIFAR set, MD5-checked
-    (:func:`.cifar.download`, ``kw`` its options)."""
+    (:mod:`.hub`), a ``tv-*`` set by torchvision's own download (:mod:`.vision`), or the
+    official tarball of a CIFAR set, MD5-checked (:func:`.cifar.download`, ``kw`` its
+    options)."""
     loader = DATASETS.get(name)
     if hasattr(loader, "OPTIONS"):
         from .hub import read_hub
@@ -308,6 +309,11 @@ def download(name: str, root: str | os.PathLike | None = None, options=(), **kw)
             raise DataError(f"no data directory: set EOSBENCH_DATA (or pass a root) to download {name}")
         read_hub({**loader.OPTIONS, **dict(options)}, where)
         return where / "huggingface"
+    if name in vision.READERS:
+        where = data_root(root)
+        if where is None:
+            raise DataError(f"no data directory: set EOSBENCH_DATA (or pass a root) to download {name}")
+        return vision.download(name, where)
     from .cifar import download as _download  # lazy: urllib only when downloading
 
     return _download(name, root, **kw)

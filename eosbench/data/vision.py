@@ -46,6 +46,32 @@ def _arrays(ds) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x, dtype=np.uint8), y
 
 
+def _reader(name: str):
+    try:
+        import torchvision
+    except ImportError as e:
+        raise UserError(INSTALL) from e
+    return torchvision, getattr(torchvision.datasets, READERS[name])
+
+
+def download(name: str, root: Path) -> Path:
+    """Fetch data set ``name`` (a ``tv-*`` one) into ``root`` with torchvision's own download
+    (``download=True``: its URLs and MD5 checks); ``EOSBENCH_OFFLINE=1`` forbids it."""
+    import os
+
+    if os.environ.get("EOSBENCH_OFFLINE", "").strip() not in ("", "0"):
+        raise DataError(f"EOSBENCH_OFFLINE is set: not downloading {name}")
+    _, cls = _reader(name)
+    for train in (True, False):
+        kw = {"split": "train" if train else "test"} if READERS[name] == "SVHN" else {"train": train}
+        try:
+            cls(str(root), download=True, **kw)
+        except (RuntimeError, OSError, ValueError) as e:
+            raise DataError(f"cannot download {name} with torchvision: "
+                            f"{' '.join(str(e).split())}") from e  # fmt: skip
+    return root
+
+
 def torchvision_loader(reader: str, n_classes: int, folder: str):
     """A registry loader reading with ``torchvision.datasets.<reader>`` (module docstring);
     ``folder`` is where under the root its files are, for the error message."""
@@ -53,14 +79,10 @@ def torchvision_loader(reader: str, n_classes: int, folder: str):
     def load(spec: DataSpec, root: Path | None):
         from . import RawPool
 
-        try:
-            import torchvision
-        except ImportError as e:
-            raise UserError(INSTALL) from e
+        torchvision, cls = _reader(spec.name)
         if root is None:
             raise DataError(f"data {spec.name!r} reads a torchvision download directory: set "
                             "EOSBENCH_DATA or pass --data DIR")  # fmt: skip
-        cls = getattr(torchvision.datasets, reader)
         pools = []
         for train in (True, False):
             kw = {"split": "train" if train else "test"} if reader == "SVHN" else {"train": train}
@@ -92,9 +114,8 @@ def torchvision_loader(reader: str, n_classes: int, folder: str):
     return load
 
 
-LOADERS = {
-    "tv-mnist": torchvision_loader("MNIST", 10, "MNIST/raw"),
-    "tv-fashion-mnist": torchvision_loader("FashionMNIST", 10, "FashionMNIST/raw"),
-    "tv-svhn": torchvision_loader("SVHN", 10, "{train,test}_32x32.mat"),
-    "tv-cifar10": torchvision_loader("CIFAR10", 10, "cifar-10-batches-py"),
-}
+READERS = {"tv-mnist": "MNIST", "tv-fashion-mnist": "FashionMNIST", "tv-svhn": "SVHN",
+           "tv-cifar10": "CIFAR10"}  # fmt: skip
+LOADERS = {name: torchvision_loader(reader, 10, folder) for (name, reader), folder in zip(
+    READERS.items(), ("MNIST/raw", "FashionMNIST/raw", "{train,test}_32x32.mat",
+                      "cifar-10-batches-py"), strict=True)}  # fmt: skip
