@@ -55,8 +55,14 @@ def tests_vision(session: nox.Session) -> None:
     if session.venv_backend != "none":
         session.install(*VISION.split())
         session.install("-e", ".[test,vision]")
-    session.run("python", "-m", "pytest", *(session.posargs or [
-        "-q", "tests/test_vision.py", "tests/test_models.py", "tests/test_hub.py"]))
+    if session.posargs:
+        session.run("python", "-m", "pytest", *session.posargs)
+        return
+    session.run("python", "-m", "pytest", "-q", "tests/test_vision.py", "tests/test_models.py",
+                "tests/test_hub.py")
+    # the torchvision model with every optimizer and loss, and the registered ResNet-18 tasks
+    session.run("python", "-m", "pytest", "-q", "tests/test_combinations.py",
+                "tests/test_registry_tasks.py", "-k", "torchvision or resnet18")
 
 
 @nox.session

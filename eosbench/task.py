@@ -321,7 +321,7 @@ def _family_option(spec, known: dict[str, Any], key: str, what: str, name: str, 
                             f"{name!r}{have}")  # fmt: skip
     default = known[name]
     allowed = (int, float) if type(default) is float else (type(default),)
-    value = parse_value(text, allowed, key)
+    value = "" if isinstance(default, str) and not text.strip() else parse_value(text, allowed, key)
     value = float(value) if type(default) is float else value
     return replace(spec, options=options(**{**dict(spec.options), name: value}))
 
@@ -364,13 +364,17 @@ def _measurement_option(task: Task, name: str, option: str, text: str) -> Task:
 
 
 def apply_overrides(task: Task, overrides: list[str] | tuple[str, ...]) -> Task:
-    """Apply ``KEY=VALUE`` overrides with dotted keys, checking keys and types.
+    """Apply ``KEY=VALUE`` overrides with dotted keys, checking keys and types; the
+    ``*.name`` ones first, so that ``data.options.KEY`` and ``model.options.KEY`` are checked
+    against the family the overrides name, in whatever order they are given.
 
     ``seed=N`` restricts the task to that one seed; ``measurements.NAME.OPTION`` sets an
     option of the task's measurement ``NAME`` (``every`` or a keyword of its factory, e.g.
-    ``measurements.sharpness.bound=gap``).  Raises :class:`OverrideError`.
+    ``measurements.sharpness.spare=2``).  Raises :class:`OverrideError`.
     """
-    for item in overrides:
+    # a spec's name first: the options that follow are those of the family it names
+    names_first = sorted(overrides, key=lambda o: not o.partition("=")[0].strip().endswith(".name"))
+    for item in names_first:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:

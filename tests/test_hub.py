@@ -76,6 +76,7 @@ def gray(n: int, seed: int, size: int = 28) -> np.ndarray:
 @needs_cifar
 def test_a_hub_copy_of_cifar10_gives_the_official_pipelines_tensors(tmp_path):
     repo = cifar_copy(tmp_path / "cifar10")
+    cache_before = (Path(DATA) / "huggingface").exists()
     hub = load_dataset(DataSpec(name="hub-cifar10", n_train=50, n_test=20,
                                 options=options(repo=str(repo))))  # fmt: skip
     official = load_dataset(DataSpec(name="cifar10", n_train=50, n_test=20))
@@ -86,7 +87,7 @@ def test_a_hub_copy_of_cifar10_gives_the_official_pipelines_tensors(tmp_path):
     raw = load_dataset(DataSpec(name="hub-cifar10", n_train=5, n_test=5, standardize=False,
                                 options=options(repo=str(repo))))  # fmt: skip
     assert "scaled to [0, 1]" in raw.identity
-    assert not (Path(DATA) / "huggingface").exists()  # reading a local copy writes no cache
+    assert (Path(DATA) / "huggingface").exists() == cache_before  # a local copy writes no cache
 
 
 @needs_cifar
@@ -153,6 +154,17 @@ def test_bad_inputs_are_one_line_errors(tmp_path, monkeypatch):
         load()
     with pytest.raises(DataError, match="read only at a pinned commit"):
         load(repo="ylecun/mnist")
+    with pytest.raises(DataError, match="no such directory"):
+        load(repo=str(tmp_path / "typo"))
+    palette = tmp_path / "palette"
+    write_hub(palette, ok, image="image", classes=3)
+    pal = {"train": ([Image.fromarray(a).convert("P") for a in gray(2, 0)], [0, 1])}
+    rows = {"image": pal["train"][0], "label": pal["train"][1]}
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=3)})
+    datasets.Dataset.from_dict(rows, features=feats).to_parquet(
+        str(palette / "plain_text" / "train-00000-of-00001.parquet"))
+    with pytest.raises(DataError, match="row 0 is a 'P' image"):
+        load(repo=str(palette), config="plain_text")
     with pytest.raises(DataError, match="has no option data.options.colour"):
         load(repo=str(repo), colour=1)
     with pytest.raises(DataError, match="'digits' has no option data.options.repo"):
@@ -164,6 +176,29 @@ def test_bad_inputs_are_one_line_errors(tmp_path, monkeypatch):
     _one_line(e)
 
 
+def test_offline_reads_exactly_the_pinned_revision_from_the_cache(tmp_path, monkeypatch):
+    from eosbench.data.hub import MNIST_REVISION
+
+    # huggingface_hub's cache layout: one snapshot folder per commit
+    snap = tmp_path / "huggingface" / "datasets--ylecun--mnist" / "snapshots" / MNIST_REVISION
+    write_hub(snap, {"train": (gray(6, 0), np.arange(6)), "test": (gray(3, 1), np.arange(3))},
+              config="mnist", image="image")  # fmt: skip
+    monkeypatch.setenv("EOSBENCH_OFFLINE", "1")
+    spec = DataSpec(name="hub-mnist", n_train=6, n_test=3, options=options(config="mnist"))
+    d = load_dataset(spec, tmp_path)
+    assert d.x_train.shape == (6, 1, 28, 28)
+    assert d.identity.startswith(f"ylecun/mnist@{MNIST_REVISION[:12]} (Hugging Face datasets")
+    other = replace(spec, options=options(config="mnist", revision="0" * 40))
+    with pytest.raises(DataError, match="offline: that revision is not in the cache"):
+        load_dataset(other, tmp_path)  # the cached copy of another commit is not read instead
+    monkeypatch.setenv("EOSBENCH_OFFLINE", "false")  # the same switch values as the CIFAR download
+    from eosbench.data import offline
+
+    assert not offline() and offline("NOPE") is False
+    monkeypatch.setenv("EOSBENCH_OFFLINE", "yes")
+    assert offline()
+
+
 def test_offline_cli_errors_exit_2_with_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("EOSBENCH_OFFLINE", "1")
     for argv in (["data", "info", "hub-mnist", "--data", str(tmp_path)],
@@ -171,7 +206,11 @@ def test_offline_cli_errors_exit_2_with_one_line(tmp_path, monkeypatch, capsys):
                  ["data", "info", "hub", "--option", "colour=1"],
                  ["data", "info", "nope"],
                  ["data", "verify", "hub"],
-                 ["data", "verify", "digits"]):  # fmt: skip
+                 ["data", "verify", "digits"],
+                 ["data", "verify", "hub-cifar10", "--against", "stream-gaussian"],
+                 ["data", "download", "digits", "--data", str(tmp_path)],
+                 ["data", "download", "hub", "--option", f"repo={tmp_path}", "--data",
+                  str(tmp_path)]):  # fmt: skip
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err, (argv, err)
@@ -205,12 +244,27 @@ def test_data_options_overrides_are_typed_by_the_loaders_defaults():
     task = Task(name="t", data=DataSpec(name="hub-cifar10"))
     out = apply_overrides(task, ["data.options.revision=abc123", "data.options.classes=10"])
     assert dict(out.data.options) == {"classes": 10, "revision": "abc123"}
+    assert dict(apply_overrides(task, ["data.options.config="]).data.options) == {"config": ""}
+    # the name first, whatever the order: the options are those of the family it names
+    late = apply_overrides(Task(name="t"), ["data.options.repo=a/b", "data.name=hub"])
+    assert late.data.name == "hub" and dict(late.data.options) == {"repo": "a/b"}
     with pytest.raises(OverrideError, match="data 'hub-cifar10' has no option 'colour'"):
         apply_overrides(task, ["data.options.colour=red"])
     with pytest.raises(OverrideError, match="expected int"):
         apply_overrides(task, ["data.options.classes=ten"])
     with pytest.raises(OverrideError, match="it has none"):
         apply_overrides(Task(name="t"), ["data.options.repo=x"])
+
+
+def test_registered_hub_tasks_carry_their_commit_in_the_hash():
+    from eosbench.data.hub import MNIST_REVISION
+    from eosbench.suites import TASKS
+    from eosbench.task import computation_hash
+
+    t = TASKS.get("hub-mnist-1k/fc-tanh/mse/gd/lr=0.1")
+    assert dict(t.data.options)["revision"] == MNIST_REVISION
+    moved = apply_overrides(t, ["data.options.revision=" + "1" * 40])
+    assert computation_hash(moved) != computation_hash(t)
 
 
 def test_registered_hub_sources_pin_a_commit():

@@ -50,6 +50,14 @@ def test_any_torchvision_classifier_by_name_and_bad_options():
     m = build_model(ModelSpec(name="torchvision", options=options(arch="mobilenet_v3_small")),
                     (3, 32, 32), 4)  # fmt: skip
     assert m(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+    # ViTs are built for the data's image size; GoogLeNet trains with one output
+    vit = build_model(ModelSpec(name="torchvision", options=options(arch="vit_b_32")),
+                      (3, 32, 32), 4)  # fmt: skip
+    assert vit(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+    g = build_model(ModelSpec(name="torchvision", options=options(arch="googlenet")),
+                    (3, 32, 32), 4).train()  # fmt: skip
+    out = g(torch.randn(2, 3, 32, 32))
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 4)
     with pytest.raises(OverrideError, match="not a torchvision classification model"):
         build_model(ModelSpec(name="torchvision", options=options(arch="resnet19")), (3, 32, 32), 10)
     with pytest.raises(OverrideError, match="takes 3-channel images"):
@@ -180,3 +188,20 @@ def test_download_offline_is_refused(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="EOSBENCH_OFFLINE is set: not downloading tv-mnist"):
         download("tv-mnist", tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_checkpoint_of_the_former_signsgd_class_resumes():
+    # its parameter groups had only lr and weight_decay (the class is now the l_inf Steepest)
+    from eosbench.optim import build_optimizer
+    from eosbench.task import OptimizerSpec
+
+    p = nn.Parameter(torch.ones(3))
+    opt = build_optimizer(OptimizerSpec(name="signsgd", lr=0.1), [p])
+    old = opt.state_dict()
+    for group in old["param_groups"]:
+        for key in ("momentum", "nesterov", "norm"):
+            group.pop(key, None)
+    opt.load_state_dict(old)
+    p.grad = torch.tensor([1.0, -2.0, 0.0])
+    opt.step()
+    torch.testing.assert_close(p.detach(), torch.tensor([0.9, 1.1, 1.0]))

@@ -102,6 +102,13 @@ Loader = Callable[..., RawPool]  # (spec, root), or (spec, root, seed) when seed
 DATASETS: Registry[Loader] = Registry("data set")
 
 
+def offline(*also: str) -> bool:
+    """Whether ``EOSBENCH_OFFLINE`` (or one of the variables ``also``) forbids the network:
+    set to 1, true, yes or on."""
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("EOSBENCH_OFFLINE", *also))  # fmt: skip
+
+
 def seeded(name: str) -> bool:
     """Whether data set ``name`` is drawn per run seed (its loader takes the seed)."""
     return bool(getattr(DATASETS.get(name), "seeded", False))
@@ -307,13 +314,20 @@ def download(name: str, root: str | os.PathLike | None = None, options=(), **kw)
         where = data_root(root)
         if where is None:
             raise DataError(f"no data directory: set EOSBENCH_DATA (or pass a root) to download {name}")
-        read_hub({**loader.OPTIONS, **dict(options)}, where)
+        o = {**loader.OPTIONS, **dict(options)}
+        if Path(str(o["repo"])).expanduser().is_dir():
+            raise DataError(f"data.options.repo={o['repo']!r} is a local copy: nothing to download")
+        read_hub(o, where)
         return where / "huggingface"
     if name in vision.READERS:
         where = data_root(root)
         if where is None:
             raise DataError(f"no data directory: set EOSBENCH_DATA (or pass a root) to download {name}")
         return vision.download(name, where)
+    if name not in ("cifar10", "cifar100"):
+        raise DataError(f"no download for data set {name!r}: it ships with eosbench's "
+                        "dependencies or is generated (downloads: cifar10, cifar100, the hub "
+                        "and tv-* sets)")  # fmt: skip
     from .cifar import download as _download  # lazy: urllib only when downloading
 
     return _download(name, root, **kw)

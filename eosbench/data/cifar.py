@@ -384,7 +384,9 @@ def download(
     dest = target_dir / fmt.tarball
     if dest.is_file() and _md5_file(dest) == md5:
         return dest
-    if os.environ.get("EOSBENCH_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    from . import offline
+
+    if offline():
         raise DataError(
             f"EOSBENCH_OFFLINE is set: cannot download {url}; copy {fmt.tarball} "
             f"into {target_dir} by hand"

@@ -14,10 +14,11 @@ to read in ``data.options``:
 * ``classes`` -- the number of classes, ``0`` to take it from the label column's
   ``ClassLabel`` feature (a label outside ``0 .. classes-1`` is an error).
 
-``datasets.load_dataset`` fetches and caches the files under ``<data root>/huggingface``
-(its own default cache when no data root is set).  ``EOSBENCH_OFFLINE=1`` (or
-``HF_DATASETS_OFFLINE=1`` / ``HF_HUB_OFFLINE=1``) forbids the network: a revision that is not
-in the cache is then an error, not a download.  The images become the pool that the rest of
+``huggingface_hub`` fetches the snapshot of exactly that commit into ``<data root>/huggingface``
+(its own default cache when no data root is set), and ``datasets.load_dataset`` reads it.
+``EOSBENCH_OFFLINE=1`` (or ``HF_DATASETS_OFFLINE=1`` / ``HF_HUB_OFFLINE=1``) forbids the
+network: a revision that is not in the cache is then an error, not a download, and a cached
+copy of another commit is never read in its place.  The images become the pool that the rest of
 the pipeline uses: float64 in [0, 1], ``[N, C, H, W]`` (``C = 1`` for grayscale), in the
 split's row order, with the labels as int64.  The source recorded in the run's provenance
 names the repository, revision, configuration and splits, and the SHA-256 of the decoded
@@ -40,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,42 +98,64 @@ def hub_loader(official: str | None = None, **defaults: Any):
 
 def offline() -> bool:
     """Whether a switch forbids the network (module docstring)."""
-    return any(os.environ.get(k, "").strip() not in ("", "0") for k in OFFLINE_SWITCHES)
+    from . import offline as switched
+
+    return switched(*OFFLINE_SWITCHES)
+
+
+def _looks_like_a_path(repo: str) -> bool:
+    return repo.startswith((".", "/", "~")) or repo.count("/") != 1
 
 
 def read_hub(o: dict[str, Any], root: Path | None) -> tuple[tuple[Split, Split], int, str]:
     """The train and test splits of the Hub source described by options ``o``, its number of
-    classes and the source string for provenance (module docstring)."""
+    classes and the source string for provenance (module docstring).
+
+    A Hub repository is fetched as the snapshot of exactly ``revision``
+    (``huggingface_hub.snapshot_download``; offline, from the cache only, so that a cached copy
+    of another commit is never read in its place) and then read like a local copy."""
     repo, revision = str(o["repo"]), str(o["revision"])
     if not repo:
         raise DataError("data.options.repo: name a Hub data set (owner/name) or a local "
                         "directory in the Hub's layout")  # fmt: skip
     local = Path(repo).expanduser()
-    is_local = local.is_dir()
-    if not is_local and not revision:
-        raise DataError(f"data.options.revision: the Hub data set {repo!r} is read only at a "
-                        "pinned commit; give its commit id")  # fmt: skip
+    if not local.is_dir():
+        if _looks_like_a_path(repo):
+            raise DataError(f"data.options.repo={repo!r}: no such directory (a Hub data set is "
+                            "named owner/name)")  # fmt: skip
+        if not revision:
+            raise DataError(f"data.options.revision: the Hub data set {repo!r} is read only at "
+                            "a pinned commit; give its commit id")  # fmt: skip
+        local = Path(_snapshot(repo, revision, root))
+    where = f"{repo}@{revision}" if local != Path(repo).expanduser() else str(local)
     import datasets
 
-    where = str(local) if is_local else f"{repo}@{revision}"
     datasets.disable_progress_bars()
-    with tempfile.TemporaryDirectory() as scratch, _network(not offline()):
-        # a local copy is read into memory through a scratch cache (the data root is not
-        # written); a Hub revision is downloaded once into the data root's cache
-        if is_local:
-            kw: dict[str, Any] = {"cache_dir": scratch, "keep_in_memory": True}
-        else:
-            kw = {"revision": revision}
-            if root is not None:
-                kw["cache_dir"] = str(root / "huggingface")
+    # read into memory through a scratch cache: the data root is written only by a download
+    with tempfile.TemporaryDirectory() as scratch, _network(False):
         try:
-            dd = datasets.load_dataset(str(local) if is_local else repo, o["config"] or None,
-                                       **kw)  # fmt: skip
+            dd = datasets.load_dataset(str(local), o["config"] or None, cache_dir=scratch,
+                                       keep_in_memory=True)  # fmt: skip
         except Exception as e:  # datasets raises many kinds; each becomes one line
             msg = " ".join(str(e).split()) or type(e).__name__
-            state = " (offline: that revision is not in the cache)" if offline() and not is_local else ""
-            raise DataError(f"data set {where}{state}: {msg[:300]}") from e
-        return _pool(datasets, dd, o, where, local if is_local else None, repo, revision)
+            raise DataError(f"data set {where}: {msg[:300]}") from e
+        hub = None if where == str(local) else (repo, revision)
+        return _pool(datasets, dd, o, where, local, hub)
+
+
+def _snapshot(repo: str, revision: str, root: Path | None) -> str:
+    """The local directory of ``repo`` at ``revision`` in the cache (``<root>/huggingface``,
+    or huggingface_hub's default), downloaded there first unless offline."""
+    import huggingface_hub
+
+    cache = str(root / "huggingface") if root is not None else None
+    try:
+        return huggingface_hub.snapshot_download(repo, repo_type="dataset", revision=revision,
+                                                 cache_dir=cache, local_files_only=offline())
+    except Exception as e:  # not cached offline, no network, no such repo or revision
+        msg = " ".join(str(e).split()) or type(e).__name__
+        state = " (offline: that revision is not in the cache)" if offline() else ""
+        raise DataError(f"data set {repo}@{revision}{state}: {msg[:300]}") from e
 
 
 @contextlib.contextmanager
@@ -152,8 +174,8 @@ def _network(allowed: bool):
         datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = before
 
 
-def _pool(datasets, dd, o: dict[str, Any], where: str, local: Path | None, repo: str,
-          revision: str) -> tuple[tuple[Split, Split], int, str]:  # fmt: skip
+def _pool(datasets, dd, o: dict[str, Any], where: str, local: Path,
+          hub: tuple[str, str] | None) -> tuple[tuple[Split, Split], int, str]:  # fmt: skip
     """The splits of the loaded ``DatasetDict`` ``dd`` checked and decoded (:func:`read_hub`)."""
     splits = []
     n_classes = int(o["classes"])
@@ -189,7 +211,7 @@ def _pool(datasets, dd, o: dict[str, Any], where: str, local: Path | None, repo:
         digest.update(s.x.tobytes())
         digest.update(s.y.tobytes())
     config = f", config {o['config']}" if o["config"] else ""
-    at = f"local copy {local.name}/" if local is not None else f"{repo}@{revision[:12]}"
+    at = f"local copy {local.name}/" if hub is None else f"{hub[0]}@{hub[1][:12]}"
     source = (f"{at} (Hugging Face datasets {datasets.__version__}{config}, splits "
               f"{o['train']}/{o['test']}, uint8 sha256 {digest.hexdigest()[:12]})")  # fmt: skip
     return (splits[0], splits[1]), n_classes, source
@@ -213,9 +235,10 @@ def _split(ds, image: str, label: str, where: str) -> Split:
                 raise DataError(f"data set {where}: row {i} has no image")
             data = Path(path).read_bytes()
         with PILImage.open(io.BytesIO(data)) as im:
+            if im.mode not in ("L", "RGB"):
+                raise DataError(f"data set {where}: row {i} is a {im.mode!r} image; eosbench "
+                                "reads 8-bit grayscale ('L') or colour ('RGB') images")  # fmt: skip
             a = np.asarray(im)
-        if a.dtype != np.uint8:
-            raise DataError(f"data set {where}: row {i} is a {a.dtype} image, not 8-bit")
         a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
         if arrays and a.shape != arrays[0].shape:
             raise DataError(f"data set {where}: row {i} is a {tuple(a.shape)} image, row 0 "
@@ -246,6 +269,10 @@ def verify(name: str, spec: DataSpec, against: str | None, root: Path | None,
         raise DataError(f"data {name!r} copies no registered data set: name one with --against")
     if n < 1:
         raise DataError(f"--n {n}: expected a positive number of rows")
+    from . import seeded
+
+    if seeded(against):
+        raise DataError(f"--against {against}: a data set drawn per seed has no official files")
     hub = loader(spec, root)
     ref = DATASETS.get(against)(DataSpec(name=against), root)
     ok, lines = True, []

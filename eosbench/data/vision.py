@@ -1,8 +1,8 @@
 r"""Data sets read by torchvision's own readers from a torchvision download directory.
 
 For a user who already has ``torchvision.datasets`` downloads: the data root (``EOSBENCH_DATA``
-or ``--data``) is the ``root`` those readers were given, and nothing is downloaded here
-(``download=False``).  Registered, each in torchvision's layout under the root:
+or ``--data``) is the ``root`` those readers were given.  Loading never downloads
+(``download=False``); ``eosbench data download tv-...`` does, by torchvision's own download.  Registered, each in torchvision's layout under the root:
 
 * ``tv-mnist`` -- ``torchvision.datasets.MNIST``: ``MNIST/raw/{train,t10k}-{images-idx3,
   labels-idx1}-ubyte``; 60,000 / 10,000 images ``[1, 28, 28]``, 10 classes;
@@ -46,22 +46,24 @@ def _arrays(ds) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x, dtype=np.uint8), y
 
 
-def _reader(name: str):
+def _reader(reader: str):
+    """torchvision and its data set class ``reader``; one line if torchvision is missing or
+    does not import (a torch it was not built for)."""
     try:
         import torchvision
-    except ImportError as e:
-        raise UserError(INSTALL) from e
-    return torchvision, getattr(torchvision.datasets, READERS[name])
+    except (ImportError, RuntimeError) as e:
+        raise UserError(f"{INSTALL}; importing torchvision failed: {' '.join(str(e).split())}") from e
+    return torchvision, getattr(torchvision.datasets, reader)
 
 
 def download(name: str, root: Path) -> Path:
     """Fetch data set ``name`` (a ``tv-*`` one) into ``root`` with torchvision's own download
     (``download=True``: its URLs and MD5 checks); ``EOSBENCH_OFFLINE=1`` forbids it."""
-    import os
+    from . import offline
 
-    if os.environ.get("EOSBENCH_OFFLINE", "").strip() not in ("", "0"):
+    if offline():
         raise DataError(f"EOSBENCH_OFFLINE is set: not downloading {name}")
-    _, cls = _reader(name)
+    _, cls = _reader(READERS[name])
     for train in (True, False):
         kw = {"split": "train" if train else "test"} if READERS[name] == "SVHN" else {"train": train}
         try:
@@ -79,7 +81,7 @@ def torchvision_loader(reader: str, n_classes: int, folder: str):
     def load(spec: DataSpec, root: Path | None):
         from . import RawPool
 
-        torchvision, cls = _reader(spec.name)
+        torchvision, cls = _reader(reader)
         if root is None:
             raise DataError(f"data {spec.name!r} reads a torchvision download directory: set "
                             "EOSBENCH_DATA or pass --data DIR")  # fmt: skip

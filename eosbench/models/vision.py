@@ -1,9 +1,10 @@
 r"""torchvision classification models as a model family (the ``vision`` extra).
 
-``torchvision`` -- any classification model that ``torchvision.models.get_model`` builds by
-name (``model.options.arch``, e.g. ``resnet18``, ``resnet50``, ``mobilenet_v3_small``,
-``vit_b_16``), randomly initialized as torchvision initializes it (``weights=None``), with
-``num_classes`` set to the task's.
+``torchvision`` -- a classification model that ``torchvision.models.get_model`` builds by
+name (``model.options.arch``, e.g. ``resnet18``, ``resnet50``, ``mobilenet_v3_small``),
+randomly initialized as torchvision initializes it (``weights=None``), with ``num_classes``
+set to the task's; the ViTs (``vit_*``) are built for the data's image size, GoogLeNet and
+Inception v3 without their auxiliary heads (so that training returns one output).
 
 The CIFAR adaptation (``model.options.cifar_stem``, default on), the form in which ResNets
 are trained on 32x32 images since He et al. (2016, arXiv:1512.03385v1, section 4.2) and in
@@ -36,8 +37,8 @@ INSTALL = ("the torchvision models need the vision extra: pip install 'eosbench[
 def _torchvision():
     try:
         import torchvision
-    except ImportError as e:
-        raise UserError(INSTALL) from e
+    except (ImportError, RuntimeError) as e:  # missing, or built for another torch
+        raise UserError(f"{INSTALL}; importing torchvision failed: {' '.join(str(e).split())}") from e
     return torchvision
 
 
@@ -61,7 +62,12 @@ def torchvision_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: 
         raise OverrideError(f"model {spec.name!r} takes images [C, H, W], not inputs of shape "
                             f"{tuple(input_shape)}")  # fmt: skip
     channels = int(input_shape[0])
-    model = tv.models.get_model(arch, weights=None, num_classes=int(n_classes))
+    kw: dict = {}
+    if arch.startswith("vit_"):
+        kw["image_size"] = int(input_shape[1])  # torchvision's ViTs assert their input size
+    if arch in ("googlenet", "inception_v3"):
+        kw.update(aux_logits=False, init_weights=True)  # one output tensor in training mode
+    model = tv.models.get_model(arch, weights=None, num_classes=int(n_classes), **kw)
     is_resnet = isinstance(model, tv.models.ResNet)
     if is_resnet and (o["cifar_stem"] or channels != 3):
         old = model.conv1

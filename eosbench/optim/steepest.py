@@ -178,6 +178,12 @@ class Steepest(torch.optim.Optimizer):
             raise ValueError("steepest descent in a norm takes one parameter group")
         self.norm, self.normalized, self.orthogonalizer = norm, normalized, orthogonalizer
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # a checkpoint of the former signsgd class lacks these
+            group.setdefault("momentum", 0.0)
+            group.setdefault("nesterov", False)
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = loss_before(closure)
