@@ -150,8 +150,8 @@ def sharpness(
     warm-started at the edge of stability, where the top eigenvalues swap places between
     measurements, it stopped on the second eigenvalue as the top one
     (``benchmarks/bench_edge.py``, :mod:`eosbench.curvature.eigen`).  ``spare=2`` saved
-    14-25% of the k = 1 products on the MLPs at the edge and none on the CNN (same).  Cost: typically a few HVPs warm,
-    tens cold; at most ``max_products``.
+    14-25% of the k = 1 products on the MLPs at the edge and none on the CNN (same).  Cost:
+    typically a few HVPs warm, tens cold; at most ``max_products``.
 
     ``split``: also the Hessian's two parts :math:`H = G + N` (Dauphin, Agarwala & Mobahi,
     arXiv:2401.10809v2: :math:`G = J^\top H_\ell J` the Gauss-Newton matrix, PSD for a

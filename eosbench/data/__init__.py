@@ -308,22 +308,18 @@ def download(name: str, root: str | os.PathLike | None = None, options=(), **kw)
     official tarball of a CIFAR set, MD5-checked (:func:`.cifar.download`, ``kw`` its
     options)."""
     loader = DATASETS.get(name)
-    if hasattr(loader, "OPTIONS"):
-        from .hub import read_hub
-
+    hub_source = hasattr(loader, "OPTIONS")
+    if hub_source or name in vision.LOADERS:
         where = data_root(root)
         if where is None:
             raise DataError(f"no data directory: set EOSBENCH_DATA (or pass a root) to download {name}")
+        if not hub_source:
+            return vision.download(name, where)
         o = {**loader.OPTIONS, **dict(options)}
         if Path(str(o["repo"])).expanduser().is_dir():
             raise DataError(f"data.options.repo={o['repo']!r} is a local copy: nothing to download")
-        read_hub(o, where)
+        hub.read_hub(o, where)
         return where / "huggingface"
-    if name in vision.READERS:
-        where = data_root(root)
-        if where is None:
-            raise DataError(f"no data directory: set EOSBENCH_DATA (or pass a root) to download {name}")
-        return vision.download(name, where)
     if name not in ("cifar10", "cifar100"):
         raise DataError(f"no download for data set {name!r}: it ships with eosbench's "
                         "dependencies or is generated (downloads: cifar10, cifar100, the hub "

@@ -119,7 +119,8 @@ def read_hub(o: dict[str, Any], root: Path | None) -> tuple[tuple[Split, Split],
         raise DataError("data.options.repo: name a Hub data set (owner/name) or a local "
                         "directory in the Hub's layout")  # fmt: skip
     local = Path(repo).expanduser()
-    if not local.is_dir():
+    is_local = local.is_dir()
+    if not is_local:
         if _looks_like_a_path(repo):
             raise DataError(f"data.options.repo={repo!r}: no such directory (a Hub data set is "
                             "named owner/name)")  # fmt: skip
@@ -127,7 +128,7 @@ def read_hub(o: dict[str, Any], root: Path | None) -> tuple[tuple[Split, Split],
             raise DataError(f"data.options.revision: the Hub data set {repo!r} is read only at "
                             "a pinned commit; give its commit id")  # fmt: skip
         local = Path(_snapshot(repo, revision, root))
-    where = f"{repo}@{revision}" if local != Path(repo).expanduser() else str(local)
+    where = str(local) if is_local else f"{repo}@{revision}"
     import datasets
 
     datasets.disable_progress_bars()
@@ -139,8 +140,7 @@ def read_hub(o: dict[str, Any], root: Path | None) -> tuple[tuple[Split, Split],
         except Exception as e:  # datasets raises many kinds; each becomes one line
             msg = " ".join(str(e).split()) or type(e).__name__
             raise DataError(f"data set {where}: {msg[:300]}") from e
-        hub = None if where == str(local) else (repo, revision)
-        return _pool(datasets, dd, o, where, local, hub)
+        return _pool(datasets, dd, o, where, local, None if is_local else (repo, revision))
 
 
 def _snapshot(repo: str, revision: str, root: Path | None) -> str:
@@ -259,7 +259,7 @@ def verify(name: str, spec: DataSpec, against: str | None, root: Path | None,
     options) are, byte for byte and in order, the images and labels of the registered data
     set ``against`` (default: the one the source copies) read from its official files; and
     one line per split saying so, or where they first differ."""
-    from . import DATASETS
+    from . import DATASETS, seeded
 
     loader = DATASETS.get(name)
     against = against or getattr(loader, "official", None)
@@ -269,8 +269,6 @@ def verify(name: str, spec: DataSpec, against: str | None, root: Path | None,
         raise DataError(f"data {name!r} copies no registered data set: name one with --against")
     if n < 1:
         raise DataError(f"--n {n}: expected a positive number of rows")
-    from . import seeded
-
     if seeded(against):
         raise DataError(f"--against {against}: a data set drawn per seed has no official files")
     hub = loader(spec, root)

@@ -2,7 +2,8 @@ r"""Data sets read by torchvision's own readers from a torchvision download dire
 
 For a user who already has ``torchvision.datasets`` downloads: the data root (``EOSBENCH_DATA``
 or ``--data``) is the ``root`` those readers were given.  Loading never downloads
-(``download=False``); ``eosbench data download tv-...`` does, by torchvision's own download.  Registered, each in torchvision's layout under the root:
+(``download=False``); ``eosbench data download tv-...`` does, by torchvision's own download.
+Registered, each in torchvision's layout under the root:
 
 * ``tv-mnist`` -- ``torchvision.datasets.MNIST``: ``MNIST/raw/{train,t10k}-{images-idx3,
   labels-idx1}-ubyte``; 60,000 / 10,000 images ``[1, 28, 28]``, 10 classes;
@@ -25,11 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, UserError
+from ..errors import DataError
 from ..task import DataSpec
-
-INSTALL = ("the torchvision data readers need the vision extra: pip install 'eosbench[vision]' "
-           "(on x86_64 here: torch==2.14.1 torchvision==0.29.1)")  # fmt: skip
 
 
 def _arrays(ds) -> tuple[np.ndarray, np.ndarray]:
@@ -47,13 +45,16 @@ def _arrays(ds) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _reader(reader: str):
-    """torchvision and its data set class ``reader``; one line if torchvision is missing or
-    does not import (a torch it was not built for)."""
-    try:
-        import torchvision
-    except (ImportError, RuntimeError) as e:
-        raise UserError(f"{INSTALL}; importing torchvision failed: {' '.join(str(e).split())}") from e
+    """torchvision and its data set class ``reader`` (one line if torchvision is missing)."""
+    from ..models.vision import import_torchvision
+
+    torchvision = import_torchvision()
     return torchvision, getattr(torchvision.datasets, reader)
+
+
+def _split(reader: str, train: bool) -> dict[str, object]:
+    """The keyword that picks a split: SVHN's ``split``, the others' ``train``."""
+    return {"split": "train" if train else "test"} if reader == "SVHN" else {"train": train}
 
 
 def download(name: str, root: Path) -> Path:
@@ -63,11 +64,11 @@ def download(name: str, root: Path) -> Path:
 
     if offline():
         raise DataError(f"EOSBENCH_OFFLINE is set: not downloading {name}")
-    _, cls = _reader(READERS[name])
+    reader, _ = SOURCES[name]
+    _, cls = _reader(reader)
     for train in (True, False):
-        kw = {"split": "train" if train else "test"} if READERS[name] == "SVHN" else {"train": train}
         try:
-            cls(str(root), download=True, **kw)
+            cls(str(root), download=True, **_split(reader, train))
         except (RuntimeError, OSError, ValueError) as e:
             raise DataError(f"cannot download {name} with torchvision: "
                             f"{' '.join(str(e).split())}") from e  # fmt: skip
@@ -87,9 +88,8 @@ def torchvision_loader(reader: str, n_classes: int, folder: str):
                             "EOSBENCH_DATA or pass --data DIR")  # fmt: skip
         pools = []
         for train in (True, False):
-            kw = {"split": "train" if train else "test"} if reader == "SVHN" else {"train": train}
             try:
-                ds = cls(str(root), download=False, **kw)
+                ds = cls(str(root), download=False, **_split(reader, train))
             except (RuntimeError, OSError, ValueError) as e:
                 msg = " ".join(str(e).split())
                 raise DataError(f"data {spec.name!r}: torchvision's {reader} reader found no "
@@ -116,8 +116,11 @@ def torchvision_loader(reader: str, n_classes: int, folder: str):
     return load
 
 
-READERS = {"tv-mnist": "MNIST", "tv-fashion-mnist": "FashionMNIST", "tv-svhn": "SVHN",
-           "tv-cifar10": "CIFAR10"}  # fmt: skip
-LOADERS = {name: torchvision_loader(reader, 10, folder) for (name, reader), folder in zip(
-    READERS.items(), ("MNIST/raw", "FashionMNIST/raw", "{train,test}_32x32.mat",
-                      "cifar-10-batches-py"), strict=True)}  # fmt: skip
+# name: (torchvision reader, where its files are under the root)
+SOURCES = {
+    "tv-mnist": ("MNIST", "MNIST/raw"),
+    "tv-fashion-mnist": ("FashionMNIST", "FashionMNIST/raw"),
+    "tv-svhn": ("SVHN", "{train,test}_32x32.mat"),
+    "tv-cifar10": ("CIFAR10", "cifar-10-batches-py"),
+}
+LOADERS = {name: torchvision_loader(reader, 10, folder) for name, (reader, folder) in SOURCES.items()}

@@ -30,14 +30,15 @@ from torch import nn
 from ..errors import OverrideError, UserError
 from ..task import ModelSpec
 
-INSTALL = ("the torchvision models need the vision extra: pip install 'eosbench[vision]' "
-           "(on x86_64 here: torch==2.14.1 torchvision==0.29.1)")  # fmt: skip
+INSTALL = ("torchvision (its models and data readers) needs the vision extra: pip install "
+           "'eosbench[vision]' (on x86_64 here: torch==2.14.1 torchvision==0.29.1)")  # fmt: skip
 
 
-def _torchvision():
+def import_torchvision():
+    """torchvision, or one line saying how to install it (missing, or built for another torch)."""
     try:
         import torchvision
-    except (ImportError, RuntimeError) as e:  # missing, or built for another torch
+    except (ImportError, RuntimeError) as e:
         raise UserError(f"{INSTALL}; importing torchvision failed: {' '.join(str(e).split())}") from e
     return torchvision
 
@@ -51,7 +52,7 @@ def torchvision_model(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: 
                                 f"defines {o['arch']!r}; use another arch instead")  # fmt: skip
     if spec.batchnorm:
         raise OverrideError("model.batchnorm: a torchvision model keeps its own normalization")
-    tv = _torchvision()
+    tv = import_torchvision()
     arch = str(o["arch"])
     names = tv.models.list_models(module=tv.models)
     if arch not in names:
