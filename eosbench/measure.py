@@ -359,6 +359,59 @@ def batch_sharpness(
     return _curvature(measure)
 
 
+@MEASUREMENTS.register("sharpness_gap")
+def sharpness_gap(tol: float = 1e-3, max_products: int = 500) -> Measurement:
+    r"""The stochastic sharpness gap (Liao, Kolomvaki & Kyrillidis, arXiv:2604.21016v1) and
+    what it is predicted from, at the task's constant step :math:`\eta` and batch size
+    (:func:`eosbench.curvature.sharpness_gap`, definitions there): ``sharpness_gap_lambda``
+    :math:`S`, ``_alpha`` :math:`\alpha = -\nabla L^\top\nabla S_\perp`, ``_beta``
+    :math:`\beta = \lVert\nabla S_\perp\rVert^2`, ``_sigma2`` :math:`\sigma_u^2 =
+    \operatorname{Var}_B(u^\top g_B)`, ``_predicted`` :math:`\eta\beta\sigma_u^2/(4\alpha)`
+    (NaN when :math:`\alpha \le 0`) and ``_measured`` :math:`2/\eta - S`, with ``_residual``,
+    ``_hvps``, ``_third`` and ``_seconds``.  The eigenpair is warm-started from this
+    measurement's previous one.  Needs plain SGD or GD (constant step, no momentum or weight
+    decay: the formula is for that update) and per-example gradients (no BatchNorm).  Cost:
+    the warm-started eigenpair, one gradient, one third-order product and one forward-mode
+    pass over the training set."""
+    from .curvature import sharpness_gap as estimate
+
+    def measure(ctx: Context) -> dict[str, float]:
+        t0 = time.perf_counter()
+        op = _operator(ctx)
+        r = estimate(op, ctx.task.optimizer.lr, ctx.task.optimizer.batch_size,
+                     generator=ctx.generator, tol=tol, max_products=max_products,
+                     init=ctx.cache.get("sharpness_gap"))  # fmt: skip
+        ctx.cache["sharpness_gap"] = r.eigenvector.detach()
+        key = "sharpness_gap"
+        return {
+            f"{key}_lambda": r.sharpness,
+            f"{key}_residual": r.residual,
+            f"{key}_alpha": r.alpha,
+            f"{key}_beta": r.beta,
+            f"{key}_sigma2": r.sigma2,
+            f"{key}_predicted": r.predicted,
+            f"{key}_measured": r.measured,
+            f"{key}_hvps": float(r.n_products),
+            f"{key}_third": float(r.n_third),
+            f"{key}_seconds": time.perf_counter() - t0,
+        }
+
+    def check(task: Task, spec) -> None:
+        from .optim import departures
+
+        _needs_hessian(task, spec)
+        if task.optimizer.name != "sgd" or departures(task):
+            why = ", ".join(departures(task)) or f"optimizer {task.optimizer.name!r}"
+            raise ValueError(f"sharpness_gap needs plain constant-step SGD or GD; this task "
+                             f"has {why}")
+        if task.model.batchnorm:
+            raise ValueError("sharpness_gap needs per-example gradients, which a model with "
+                             "BatchNorm (model.batchnorm=true) does not have")  # fmt: skip
+
+    measure.check = check
+    return measure
+
+
 @MEASUREMENTS.register("trace")
 def trace(
     n_samples: int = 30, method: str = "hutch++", n_examples: int | None = None

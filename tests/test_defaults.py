@@ -108,6 +108,7 @@ MEASUREMENT_DEFAULTS = {
     },
     "trace": {"n_samples": 30, "method": "hutch++", "n_examples": None},
     "ntk_trace": {"memory_mb": 8},
+    "sharpness_gap": {"tol": 1e-3, "max_products": 500},
     "linear2_state": {},
     "support_norm": {"relevant": 5},
     "excess_risk": {},

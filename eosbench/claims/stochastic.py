@@ -136,3 +136,57 @@ def eoss_suppression(
         parts={"below_edge": below_edge, "below_batch": below_batch, "full": full,
                "batch": batch},  # fmt: skip
     )
+
+
+@CLAIMS.register("sharpness_gap")
+def sharpness_gap(
+    run: Run,
+    task: Task,
+    band: tuple[float, float] = (0.5, 2.0),
+    window: float = 0.5,
+    min_points: int = 4,
+    citation: str = "Liao, Kolomvaki & Kyrillidis (arXiv:2604.21016v1)",
+) -> Verdict:
+    r"""The stochastic sharpness gap: under SGD the full-batch sharpness sits below
+    :math:`2/\eta` by :math:`\Delta S = \eta\beta\sigma_u^2/(4\alpha)` (the abstract's formula;
+    the definitions used, :func:`eosbench.curvature.sharpness_gap`).  Over the last
+    ``window`` of the run's ``sharpness_gap`` measurements, the measured gap
+    :math:`2/\eta - \operatorname{median} S` and the predicted one from the medians,
+    :math:`\eta\,\tilde\beta\,\tilde\sigma_u^2/(4\tilde\alpha)`, are both positive and their
+    ratio (measured over predicted) lies in ``band``.  Medians of the factors rather than a
+    median of the pointwise prediction: :math:`\alpha` crosses zero as the sharpness
+    oscillates, and the equilibrium argument is about averages.  Only the abstract could be
+    read offline, so the band is a factor of two either way, stated before any run; the
+    paper's own agreement could not be read.  Negative control: a step too small for the
+    budget (the sharpness far below :math:`2/\eta`), where the measured gap is not an
+    equilibrium and the prediction does not apply."""
+    T = 2 / task.optimizer.lr
+    name = "sharpness_gap[2/lr - S = lr beta sigma_u^2 / (4 alpha)]"
+    tol = f"measured/predicted gap in [{band[0]}, {band[1]}], both > 0"
+    kw = dict(target=T, tolerance=tol, citation=citation)
+    if run.status == "diverged":
+        return fail(name, f"the run diverged at step {run.diverged_at}", "diverged", **kw)
+    start = run.last_step * (1 - window)
+    med = {}
+    for k in ("lambda", "alpha", "beta", "sigma2"):
+        s, v = run.values(f"sharpness_gap_{k}")
+        sel = (s >= start) & np.isfinite(v)
+        if sel.sum() < min_points:
+            return fail(name, f"only {int(sel.sum())} sharpness_gap_{k} measurements in the "
+                        "window", "too_few_points", **kw)  # fmt: skip
+        med[k] = float(np.median(v[sel]))
+    measured = T - med["lambda"]
+    lr = task.optimizer.lr
+    predicted = lr * med["beta"] * med["sigma2"] / (4 * med["alpha"]) if med["alpha"] > 0 \
+        else float("nan")
+    ratio = measured / predicted if predicted > 0 else float("nan")
+    ok = measured > 0 and predicted > 0 and band[0] <= ratio <= band[1]
+    detail = (
+        f"window steps >= {start:.0f}: median sharpness {med['lambda']:.4g} (2/lr = {T:.4g}), "
+        f"measured gap {measured:.4g}; predicted {predicted:.4g} from median alpha "
+        f"{med['alpha']:.3g}, beta {med['beta']:.3g}, sigma_u^2 {med['sigma2']:.3g}; "
+        f"ratio {ratio:.3g}"
+    )
+    return Verdict(claim=name, verdict="PASS" if ok else "FAIL", measured=measured,
+                   target=predicted, tolerance=tol, detail=detail, citation=citation,
+                   parts={"measured": measured, "predicted": predicted, "ratio": ratio, **med})  # fmt: skip

@@ -13,7 +13,14 @@ from __future__ import annotations
 from .eigen import EigResult, top_eigenpairs
 from .generalized import GeneralizedResult, generalized_sharpness
 from .operators import LossOperator, MatrixOperator
-from .stochastic import StochasticResult, batch_sharpness, minibatch_sharpness
+from .stochastic import (
+    GapResult,
+    StochasticResult,
+    batch_sharpness,
+    minibatch_sharpness,
+    noise_variance,
+    sharpness_gap,
+)
 from .trace import (
     TraceResult,
     effective_dimension,
@@ -24,6 +31,7 @@ from .trace import (
 
 __all__ = [
     "EigResult",
+    "GapResult",
     "GeneralizedResult",
     "LossOperator",
     "MatrixOperator",
@@ -34,7 +42,9 @@ __all__ = [
     "generalized_sharpness",
     "hutchinson_trace",
     "minibatch_sharpness",
+    "noise_variance",
     "per_example_ntk_trace",
+    "sharpness_gap",
     "slq_density",
     "top_eigenpairs",
 ]

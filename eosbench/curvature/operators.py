@@ -297,6 +297,35 @@ class LossOperator:
                 total += w * float(lb)
         return total, g
 
+    def example_derivatives(self, v: Tensor) -> Tensor:
+        r"""The directional derivative of every example's loss, :math:`d_i = \nabla_\theta
+        \ell(f(x_i;\theta), y_i)^\top v`, shape ``[n]`` (their mean is :math:`\nabla L^\top
+        v`).  One forward-mode pass per chunk (``torch.func.jvp`` of the per-example losses):
+        about one gradient evaluation.  Each example's loss is ``loss_fn`` on that example
+        alone, so a model whose outputs couple the examples of a batch (BatchNorm in training
+        mode) is refused: its per-example gradients do not exist.  Hessian operators only, not
+        preconditioned."""
+        if self.kind != "hessian" or self._pinv_sqrt is not None:
+            raise ValueError("example_derivatives needs the unpreconditioned Hessian operator")
+        if any(isinstance(m, nn.modules.batchnorm._NormBase) for m in self.model.modules()):
+            raise ValueError("example_derivatives: a model with BatchNorm has no per-example "
+                             "gradients (the batch statistics couple the examples)")
+        if v.shape != (self.dim,):
+            raise ValueError(f"expected a vector of shape [{self.dim}], got {tuple(v.shape)}")
+        w = v.to(device=self.device, dtype=self.dtype)
+
+        def one(o: Tensor, t: Tensor) -> Tensor:
+            return self.loss_fn(o[None], t[None])
+
+        parts = []
+        with training_mode(self.model), torch.no_grad():
+            for xb, yb, _ in self.chunks():
+                def losses(theta: Tensor, xb=xb, yb=yb) -> Tensor:
+                    return vmap(one)(self._forward(theta, xb), yb)
+
+                parts.append(jvp(losses, (self._theta,), (w,))[1])
+        return torch.cat(parts)
+
     def curvature_gradients(self, U: Tensor) -> Tensor:
         r"""Third-order products: ``D[i, j]`` :math:`= \nabla_\theta\,(u_i^\top H(\theta)
         u_j)` for the columns :math:`u_i` of ``U`` (``[dim, k]``) held fixed, shape

@@ -209,3 +209,93 @@ def minibatch_sharpness(
         vec = res.eigenvectors
         values.append(float(res.eigenvalues[0]))
     return _result(values, products)
+
+
+def noise_variance(d: Tensor, batch_size: int | None) -> float:
+    r"""The variance over mini-batches of the mean of ``d`` over a batch: for
+    :math:`B` a uniform subset of ``batch_size`` of the :math:`n` entries (drawn without
+    replacement, as :func:`batch_sharpness` and the runner's batches are),
+    :math:`\operatorname{Var}_B[\bar d_B] = \frac{s^2}{b}\,\frac{n-b}{n-1}` with
+    :math:`s^2 = \frac1n\sum_i (d_i-\bar d)^2` (the finite-population correction; zero for
+    the full batch, ``batch_size`` None or :math:`\ge n`)."""
+    n = d.numel()
+    if batch_size is None or batch_size >= n:
+        return 0.0
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    d = d.double()
+    s2 = float((d - d.mean()).pow(2).mean())
+    return s2 / batch_size * (n - batch_size) / (n - 1)
+
+
+@dataclass(frozen=True)
+class GapResult:
+    sharpness: float  # S = lambda_max(H), to relative residual tol
+    residual: float  # its relative residual
+    alpha: float  # -grad L . grad S_perp, the progressive-sharpening rate
+    beta: float  # ||grad S_perp||^2, the self-stabilization strength
+    sigma2: float  # Var_B(u . g_B), the gradient noise along the top eigenvector u
+    predicted: float  # lr beta sigma2 / (4 alpha); nan when alpha <= 0
+    measured: float  # 2/lr - S
+    eigenvector: Tensor  # u, for the next measurement's warm start
+    n_products: int  # HVPs (the eigensolver's)
+    n_third: int  # third-order products (one: grad S)
+
+
+def sharpness_gap(
+    op: LossOperator,
+    lr: float,
+    batch_size: int | None,
+    *,
+    generator: torch.Generator,
+    tol: float = 1e-3,
+    max_products: int = 500,
+    init: Tensor | None = None,
+) -> GapResult:
+    r"""The stochastic sharpness gap of Liao, Kolomvaki & Kyrillidis, "SGD at the Edge of
+    Stability: The Stochastic Sharpness Gap", arXiv:2604.21016v1: under SGD with step
+    ``lr`` :math:`=\eta` the full-batch sharpness :math:`S` settles below :math:`2/\eta` by
+
+    .. math:: \Delta S = \frac{\eta\,\beta\,\sigma_u^2}{4\alpha},
+
+    with (the abstract's words) :math:`\alpha` the progressive-sharpening rate,
+    :math:`\beta` the self-stabilization strength and :math:`\sigma_u^2` the gradient-noise
+    variance projected onto the top eigenvector.  :math:`\alpha, \beta` are taken as in the
+    self-stabilization paper the abstract builds on (Damian, Nichani & Lee,
+    arXiv:2209.15594v2), as :mod:`eosbench.flow` records them:
+    :math:`\alpha = -\nabla L^\top \nabla S_\perp`, :math:`\beta = \lVert\nabla S_\perp
+    \rVert^2`, :math:`\nabla S_\perp` the part of :math:`\nabla S = \nabla^3 L[u, u]`
+    orthogonal to :math:`u`; :math:`\sigma_u^2 = \operatorname{Var}_B(u^\top g_B)` over the
+    task's mini-batches of ``batch_size`` (:func:`noise_variance` of the per-example
+    derivatives :math:`u^\top\nabla\ell_i`).  Only the abstract could be read offline: these
+    definitions are the ones under which the formula follows from the self-stabilization
+    model (a derivation, not the paper's text): with :math:`x` the displacement along
+    :math:`u` and :math:`y = S - 2/\eta`, :math:`x_{t+1} = -(1+\eta y)x_t - \eta\xi_t`
+    (:math:`\operatorname{Var}\xi = \sigma_u^2`) and :math:`y_{t+1} = y_t + \eta(\alpha -
+    \beta x_t^2/2)`; stationarity of :math:`y` needs :math:`\mathbb{E}x^2 = 2\alpha/\beta`,
+    and that of :math:`x` to first order in :math:`\eta y`, :math:`\mathbb{E}x^2 =
+    -\eta\sigma_u^2/(2y)`; so :math:`-y = \eta\beta\sigma_u^2/(4\alpha)`.  Everything is at
+    the current iterate, not at the paper's projected reference point; the oscillation along
+    :math:`u` drops out of :math:`\alpha` because :math:`\nabla S_\perp \perp u`.
+
+    Cost: the top eigenpair (warm-started from ``init``, to relative residual ``tol``), one
+    gradient (free with one chunk: the recorded one), one third-order product
+    (:meth:`LossOperator.curvature_gradients`) and one forward-mode pass for the per-example
+    derivatives (:meth:`LossOperator.example_derivatives`).
+    """
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    res = top_eigenpairs(op, k=1, tol=tol, max_products=max_products, init=init,
+                         generator=generator)  # fmt: skip
+    u = res.eigenvectors[:, 0]
+    g = op.recorded_gradient()
+    if g is None:
+        g = op.gradient()
+    gs = op.curvature_gradients(u[:, None])[0, 0]
+    perp = gs - u * (u @ gs)
+    alpha, beta = float(-(g @ perp)), float(perp @ perp)
+    sigma2 = noise_variance(op.example_derivatives(u), batch_size)
+    S = float(res.eigenvalues[0])
+    predicted = lr * beta * sigma2 / (4 * alpha) if alpha > 0 else math.nan
+    return GapResult(S, float(res.residuals.max()), alpha, beta, sigma2, predicted, 2 / lr - S,
+                     res.eigenvectors, res.n_products, op.n_third)  # fmt: skip
